@@ -1,0 +1,17 @@
+"""RankMixer layers, one per file."""
+
+from keras_rankmixer.layers.categorical_embedding import CategoricalEmbedding
+from keras_rankmixer.layers.feature_tokenizer import FeatureTokenizer
+from keras_rankmixer.layers.numeric_embedding import NumericEmbedding
+from keras_rankmixer.layers.per_token_ffn import PerTokenFFN
+from keras_rankmixer.layers.rankmixer_block import RankMixerBlock
+from keras_rankmixer.layers.token_mixing import TokenMixing
+
+__all__ = [
+    "CategoricalEmbedding",
+    "FeatureTokenizer",
+    "NumericEmbedding",
+    "PerTokenFFN",
+    "RankMixerBlock",
+    "TokenMixing",
+]

@@ -1,0 +1,178 @@
+"""Per-token feed-forward network (RankMixer, Eqs. 6-7)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from keras_rankmixer.layers.initializers import per_token_glorot_uniform
+
+
+def resolve_hidden_dim(dim: int, hidden_ratio: float, hidden_dim: int | None) -> int:
+    """Hidden width of a (per-token) FFN: `hidden_dim`, else `round(hidden_ratio * dim)`."""
+    return int(hidden_dim) if hidden_dim is not None else max(1, int(round(hidden_ratio * dim)))
+
+
+def check_positive(name: str, value: Any, allow_none: bool = False, integer: bool = False) -> None:
+    """Raise a `ValueError` naming `name` unless `value` is a positive number (or None)."""
+    if value is None and allow_none:
+        return
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+    if integer:
+        ok = ok and isinstance(value, int)
+    if not ok:
+        kind = "positive int" if integer else "positive number"
+        suffix = " or None" if allow_none else ""
+        raise ValueError(f"`{name}` must be a {kind}{suffix}, got {name}={value!r}.")
+
+
+@keras.saving.register_keras_serializable(package="keras_rankmixer")
+class PerTokenFFN(keras.layers.Layer):
+    """Per-token FFN: every token has its own two-layer MLP.
+
+    For token t: `v_t = W2_t act(W1_t s_t + b1_t) + b2_t` with `W1_t` of shape `(D, H_ffn)`
+    and `W2_t` of shape `(H_ffn, D)` (Eqs. 6-7). All T MLPs run as two batched matmuls
+    (`btd,tdh->bth` and `bth,thd->btd`), so T separate MLPs cost exactly as much as one MLP
+    applied T times, while each token's feature subspace gets its own parameters.
+
+    Weights: `kernel_1` `(T, D, H_ffn)`, `bias_1` `(T, H_ffn)`, `kernel_2` `(T, H_ffn, D)`,
+    `bias_2` `(T, D)`, with `H_ffn = hidden_dim` or `round(hidden_ratio * D)`.
+    With `shared=True` (the paper's Table 2 ablation "shared FFN") one MLP serves every
+    token and the weights lose their leading T axis.
+
+    Args:
+        hidden_ratio: Hidden width as a multiple k of the token width D. Defaults to 4.
+        hidden_dim: Explicit hidden width; overrides `hidden_ratio` when set.
+        activation: Activation between the two matmuls. Defaults to `"gelu"`.
+        use_bias: Whether to add `bias_1` and `bias_2`.
+        kernel_initializer: Initializer for both kernels. The default,
+            `per_token_glorot_uniform()`, takes the fans of each token's own matrix.
+        bias_initializer: Initializer for both biases.
+        kernel_regularizer: Optional regularizer for both kernels.
+        bias_regularizer: Optional regularizer for both biases.
+        shared: Share one MLP across tokens (ablation). Defaults to False.
+        **kwargs: Base `keras.layers.Layer` arguments.
+
+    Input shape: `(batch, T, D)`. Output shape: `(batch, T, D)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> ffn = PerTokenFFN(hidden_ratio=2)
+    >>> y = ffn(np.ones((3, 4, 8), "float32"))
+    >>> tuple(y.shape), tuple(ffn.kernel_1.shape), tuple(ffn.kernel_2.shape)
+    ((3, 4, 8), (4, 8, 16), (4, 16, 8))
+
+    References:
+        Zhu et al., "RankMixer: Scaling Up Ranking Models in Industrial Recommenders",
+        arXiv:2507.15551, Section 3.4, Eqs. 6-7.
+    """
+
+    def __init__(
+        self,
+        hidden_ratio: float = 4,
+        hidden_dim: int | None = None,
+        activation: str | Any = "gelu",
+        use_bias: bool = True,
+        kernel_initializer: str | Any = None,
+        bias_initializer: str | Any = "zeros",
+        kernel_regularizer: Any = None,
+        bias_regularizer: Any = None,
+        shared: bool = False,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        check_positive("hidden_ratio", hidden_ratio)
+        check_positive("hidden_dim", hidden_dim, allow_none=True, integer=True)
+        self.hidden_ratio = hidden_ratio
+        self.hidden_dim = hidden_dim
+        self.activation = keras.activations.get(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = keras.initializers.get(
+            kernel_initializer if kernel_initializer is not None else per_token_glorot_uniform()
+        )
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.shared = bool(shared)
+
+    def build(self, input_shape) -> None:
+        if len(input_shape) != 3 or input_shape[1] is None or input_shape[2] is None:
+            raise ValueError(
+                "PerTokenFFN expects input of shape (batch, num_tokens, token_dim) with static "
+                f"num_tokens and token_dim, got {tuple(input_shape)}."
+            )
+        num_tokens, dim = int(input_shape[1]), int(input_shape[2])
+        hidden = resolve_hidden_dim(dim, self.hidden_ratio, self.hidden_dim)
+        self.num_tokens, self.token_dim, self.ffn_dim = num_tokens, dim, hidden
+        lead = () if self.shared else (num_tokens,)
+        self.kernel_1 = self.add_weight(
+            name="kernel_1",
+            shape=lead + (dim, hidden),
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+        )
+        self.kernel_2 = self.add_weight(
+            name="kernel_2",
+            shape=lead + (hidden, dim),
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+        )
+        if self.use_bias:
+            self.bias_1 = self.add_weight(
+                name="bias_1",
+                shape=lead + (hidden,),
+                initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer,
+            )
+            self.bias_2 = self.add_weight(
+                name="bias_2",
+                shape=lead + (dim,),
+                initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer,
+            )
+        else:
+            self.bias_1 = self.bias_2 = None
+        self.built = True
+
+    def call(self, inputs):
+        if self.shared:
+            hidden = ops.matmul(inputs, self.kernel_1)
+        else:
+            hidden = ops.einsum("btd,tdh->bth", inputs, self.kernel_1)
+        if self.bias_1 is not None:
+            hidden = hidden + self.bias_1
+        hidden = self.activation(hidden)
+        if self.shared:
+            out = ops.matmul(hidden, self.kernel_2)
+        else:
+            out = ops.einsum("bth,thd->btd", hidden, self.kernel_2)
+        if self.bias_2 is not None:
+            out = out + self.bias_2
+        return out
+
+    def flops_per_sample(self) -> int:
+        """Forward matmul FLOPs per sample (2 per multiply-add): `4 * T * D * H_ffn`."""
+        return 4 * self.num_tokens * self.token_dim * self.ffn_dim
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            {
+                "hidden_ratio": self.hidden_ratio,
+                "hidden_dim": self.hidden_dim,
+                "activation": keras.activations.serialize(self.activation),
+                "use_bias": self.use_bias,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
+                "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
+                "shared": self.shared,
+            }
+        )
+        return config

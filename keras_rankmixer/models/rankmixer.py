@@ -1,0 +1,146 @@
+"""`build_rankmixer`: raw features -> tokens -> RankMixer blocks -> one tower per task."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import keras
+
+from keras_rankmixer.features import Feature, build_inputs, check_features, embed_groups
+from keras_rankmixer.layers.feature_tokenizer import FeatureTokenizer
+from keras_rankmixer.layers.rankmixer_block import RankMixerBlock
+from keras_rankmixer.models.presets import get_preset
+
+
+def _check_tasks(tasks) -> list[str]:
+    tasks = [tasks] if isinstance(tasks, str) else list(tasks)
+    if not tasks or len(set(tasks)) != len(tasks) or not all(isinstance(t, str) for t in tasks):
+        raise ValueError(f"`tasks` must be a non-empty list of unique names, got {tasks!r}.")
+    return tasks
+
+
+def add_task_towers(
+    pooled: keras.KerasTensor,
+    tasks: Sequence[str],
+    tower_units: Sequence[int] = (64,),
+    dtype=None,
+) -> dict[str, keras.KerasTensor]:
+    """One MLP tower per task ending in a float32 sigmoid; outputs are named after the task."""
+    outputs = {}
+    for task in _check_tasks(tasks):
+        h = pooled
+        for i, units in enumerate(tower_units):
+            h = keras.layers.Dense(units, activation="gelu", dtype=dtype, name=f"{task}_tower_{i}")(
+                h
+            )
+        outputs[task] = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name=task)(h)
+    return outputs
+
+
+def build_rankmixer(
+    features: Sequence[Feature],
+    num_tokens: int,
+    token_dim: int,
+    num_layers: int,
+    hidden_ratio: float = 4,
+    tasks: Sequence[str] | str = ("click",),
+    *,
+    hidden_dim: int | None = None,
+    num_heads: int | None = None,
+    dropout: float = 0.0,
+    tower_units: Sequence[int] = (64,),
+    shared_projection: bool = False,
+    use_token_mixing: bool = True,
+    use_residual: bool = True,
+    use_layer_norm: bool = True,
+    shared_ffn: bool = False,
+    ffn_factory: Callable[[int], keras.layers.Layer] | None = None,
+    dtype=None,
+    name: str = "rankmixer",
+) -> keras.Model:
+    """Build RankMixer as a functional `keras.Model` from raw named features.
+
+    Inputs are a dict of raw features (one `keras.Input` per spec, named after it); outputs
+    a dict `{task: probability (batch, 1) float32}`. Data flow: feature front-end (lookup,
+    normalise, embed, pool) -> `FeatureTokenizer` (Eq. 2) -> `num_layers` x `RankMixerBlock`
+    (Eq. 1) -> mean pooling over tokens -> one tower per task.
+
+    Args:
+        features: Feature specs (`CategoricalFeature`, `SequenceFeature`, `NumericFeature`).
+        num_tokens: Number of tokens T.
+        token_dim: Token width D.
+        num_layers: Number of RankMixer blocks L.
+        hidden_ratio: Per-token FFN hidden ratio k.
+        tasks: Task names; one tower and one output each (e.g. `("finish", "skip", "like")`).
+        hidden_dim: Explicit FFN hidden width (overrides `hidden_ratio`).
+        num_heads: Token-mixing heads (must equal T; None means T).
+        dropout: Dropout on each block's FFN output.
+        tower_units: Hidden widths of each task tower.
+        shared_projection: Share the tokenizer's projection across slices.
+        use_token_mixing, use_residual, use_layer_norm, shared_ffn: Table 2 ablations.
+        ffn_factory: Optional `f(block_index) -> layer` giving each block's FFN (the seam for
+            `SparseMoE`); None uses the per-token FFN.
+        dtype: Dtype policy for all layers (e.g. `"mixed_bfloat16"`); None uses the global one.
+            Outputs are float32 in every case.
+        name: Model name.
+
+    Returns:
+        A functional `keras.Model`.
+
+    Example:
+
+    >>> from keras_rankmixer.features import CategoricalFeature, NumericFeature
+    >>> feats = [CategoricalFeature("user", vocabulary_size=100, embedding_dim=8, group="user"),
+    ...          CategoricalFeature("item", vocabulary_size=50, embedding_dim=8, group="item"),
+    ...          NumericFeature("price", embedding_dim=8, group="item")]
+    >>> model = build_rankmixer(feats, num_tokens=4, token_dim=16, num_layers=1, hidden_ratio=2)
+    >>> sorted(model.output_names)
+    ['click']
+
+    References:
+        Zhu et al., "RankMixer: Scaling Up Ranking Models in Industrial Recommenders",
+        arXiv:2507.15551.
+    """
+    features = check_features(features)
+    tasks = _check_tasks(tasks)
+    if not isinstance(num_layers, int) or num_layers < 1:
+        raise ValueError(f"`num_layers` must be a positive int, got num_layers={num_layers!r}.")
+    inputs = build_inputs(features)
+    groups = embed_groups(inputs, features, dtype=dtype)
+    x = FeatureTokenizer(
+        num_tokens, token_dim, shared_projection=shared_projection, dtype=dtype, name="tokenizer"
+    )(groups)
+    for i in range(num_layers):
+        x = RankMixerBlock(
+            hidden_ratio=hidden_ratio,
+            hidden_dim=hidden_dim,
+            num_heads=num_heads,
+            dropout=dropout,
+            use_token_mixing=use_token_mixing,
+            use_residual=use_residual,
+            use_layer_norm=use_layer_norm,
+            shared_ffn=shared_ffn,
+            ffn=ffn_factory(i) if ffn_factory is not None else None,
+            dtype=dtype,
+            name=f"block_{i}",
+        )(x)
+    pooled = keras.layers.GlobalAveragePooling1D(dtype=dtype, name="mean_pool")(x)
+    outputs = add_task_towers(pooled, tasks, tower_units, dtype=dtype)
+    return keras.Model(inputs=inputs, outputs=outputs, name=name)
+
+
+def build_from_preset(
+    preset: str, features: Sequence[Feature], tasks: Sequence[str] | str = ("click",), **overrides
+) -> keras.Model:
+    """`build_rankmixer` with a named preset's T, D, L, k; keyword overrides win.
+
+    Example:
+
+    >>> from keras_rankmixer.features import CategoricalFeature
+    >>> m = build_from_preset("tiny", [CategoricalFeature("a", vocabulary_size=10)])
+    >>> m.get_layer("tokenizer").num_tokens
+    4
+    """
+    config = get_preset(preset)
+    config.update(overrides)
+    return build_rankmixer(features, tasks=tasks, **config)
