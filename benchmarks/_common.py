@@ -1,0 +1,363 @@
+"""Shared pieces of the performance benchmarks (`mfu.py`, `table6.py`, `latency_vs_size.py`).
+
+Everything here is measured the same way on both routes:
+
+- **Inputs are generated on the device, as ids.** Every step draws fresh categorical ids
+  (and labels) with the backend's stateless RNG *inside* the compiled step, so no host->device
+  transfer and no Python data pipeline is timed; the model still runs its real front-end
+  (id lookup, embedding gather, group concat, tokenizer).
+- **Warm-up is excluded** (the first calls, which trace/compile, are not timed), every timing is
+  the **median over repeats** of a block of `steps` calls ended by a host sync.
+- **The matmul peak is measured in the same run, framework and dtype** (a square matmul of
+  `peak_size`, the best of the XLA and the non-XLA kernel), *interleaved* with the model
+  timings so that both see the same load on a shared machine.
+
+Backends: `KERAS_BACKEND=tensorflow` (a `tf.function` step, `jit_compile` on/off) and
+`KERAS_BACKEND=jax` (a `jax.jit` step over `model.stateless_call` with the state donated:
+the GPU route).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+import keras
+import numpy as np
+
+from keras_rankmixer.features import CategoricalFeature
+from keras_rankmixer.flops import count_model
+
+BACKEND = keras.backend.backend()
+GROUPS = ("user", "item", "context")
+
+
+def synthetic_features(
+    num_fields: int = 16, vocabulary_size: int = 10_000, embedding_dim: int = 16
+) -> list[CategoricalFeature]:
+    """`num_fields` int64 id features in three groups (user/item/context), all the same size.
+
+    The default (16 fields x 16 dims = a 256-wide embedding) gives every preset a tokenizer
+    slice width of 256 / T.
+    """
+    return [
+        CategoricalFeature(
+            f"f{i}",
+            vocabulary_size=vocabulary_size,
+            embedding_dim=embedding_dim,
+            group=GROUPS[i % len(GROUPS)],
+        )
+        for i in range(num_fields)
+    ]
+
+
+def load_info() -> list[float]:
+    """`os.getloadavg()` rounded: the 1/5/15-minute load of this (shared) machine."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def device_name() -> str:
+    """A short description of the device the backend computes on."""
+    if BACKEND == "jax":
+        import jax
+
+        d = jax.devices()[0]
+        return f"{d.platform}:{getattr(d, 'device_kind', '')}"
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    return f"GPU:{gpus[0].name}" if gpus else f"CPU x{os.cpu_count()}"
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def median_time(fn: Callable[[], object], steps: int, sync: Callable[[object], None]) -> float:
+    """Seconds per call of `fn`, timing `steps` back-to-back calls ended by one host sync."""
+    start = time.perf_counter()
+    out = None
+    for _ in range(steps):
+        out = fn()
+    sync(out)
+    return (time.perf_counter() - start) / steps
+
+
+def interleaved(
+    timers: dict[str, Callable[[], float]], repeats: int, warmup: int = 1
+) -> dict[str, list[float]]:
+    """Call every timer `warmup` times (discarded), then `repeats` rounds, interleaved.
+
+    Interleaving (A, B, A, B, ...) rather than (A, A, ..., B, B, ...) makes the model and the
+    matmul-peak timings share whatever else the machine is doing at the time.
+    """
+    for _ in range(warmup):
+        for fn in timers.values():
+            fn()
+    samples: dict[str, list[float]] = {k: [] for k in timers}
+    for _ in range(repeats):
+        for key, fn in timers.items():
+            samples[key].append(fn())
+    return samples
+
+
+def med(xs: Sequence[float]) -> float:
+    return float(statistics.median(xs))
+
+
+# ----------------------------------------------------------------------------- matmul peak
+
+
+def _compute_dtype(dtype_policy: str) -> str:
+    return keras.dtype_policies.get(dtype_policy).compute_dtype
+
+
+def matmul_timer(size: int, dtype: str, steps: int, jit: bool) -> Callable[[], float]:
+    """A timer (seconds per `size`^3 matmul) in the benchmark's framework and dtype."""
+    rng = np.random.default_rng(0)
+    a_np = rng.standard_normal((size, size)).astype("float32")
+    b_np = rng.standard_normal((size, size)).astype("float32")
+    if BACKEND == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        a = jnp.asarray(a_np, dtype)
+        b = jnp.asarray(b_np, dtype)
+        f = jax.jit(lambda a, b: a @ b)
+
+        def call():
+            return f(a, b)
+
+        def sync(out):
+            out.block_until_ready()
+
+    else:
+        import tensorflow as tf
+
+        a = tf.cast(tf.constant(a_np), dtype)
+        b = tf.cast(tf.constant(b_np), dtype)
+        f = tf.function(lambda a, b: tf.matmul(a, b), jit_compile=jit)
+
+        def call():
+            return f(a, b)
+
+        def sync(out):
+            # A 1-element read back: the matmul must have finished, the copy costs nothing.
+            out[0, 0].numpy()
+
+    return lambda: median_time(call, steps, sync)
+
+
+def matmul_flops(size: int) -> float:
+    return 2.0 * size**3
+
+
+# ----------------------------------------------------------------------------- model steps
+
+
+def build_benchmark_model(config: dict, features, dtype: str, tasks=("click",)) -> keras.Model:
+    from keras_rankmixer.models import build_rankmixer
+
+    return build_rankmixer(features, tasks=tasks, dtype=dtype, **config)
+
+
+def make_optimizer(name: str, learning_rate: float = 1e-3) -> keras.optimizers.Optimizer:
+    """`adam` (the package default) or `rmsprop` (the paper's dense-part optimizer)."""
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate)
+    if name == "rmsprop":
+        return keras.optimizers.RMSprop(learning_rate)
+    if name == "sgd":
+        return keras.optimizers.SGD(learning_rate)
+    raise ValueError(f"`optimizer` must be adam, rmsprop or sgd, got optimizer={name!r}.")
+
+
+def model_flops_per_sample(model: keras.Model) -> int:
+    """Forward matmul FLOPs per sample, by the package's counter."""
+    return int(count_model(model)["flops_per_sample"])
+
+
+class _TFSteps:
+    """TensorFlow: `tf.function` train / infer steps with in-graph id generation."""
+
+    def __init__(self, model, features, batch_size, optimizer, jit):
+        import tensorflow as tf
+
+        self.tf = tf
+        self.model = model
+        self.features = list(features)
+        self.batch = batch_size
+        self.optimizer = optimizer
+        self.tasks = list(model.output_names)
+        self.counter = tf.Variable(0, dtype=tf.int64, trainable=False)
+        if optimizer is not None:
+            optimizer.build(model.trainable_variables)
+        self._train = tf.function(self._train_step, jit_compile=jit)
+        self._infer = tf.function(self._infer_step, jit_compile=jit)
+
+    def _inputs(self):
+        tf = self.tf
+        step = self.counter.assign_add(1)
+        feats = {}
+        for i, f in enumerate(self.features):
+            feats[f.name] = tf.random.stateless_uniform(
+                (self.batch,),
+                seed=tf.stack([step, tf.constant(i, tf.int64)]),
+                minval=0,
+                maxval=f.vocabulary_size,
+                dtype=tf.int64,
+            )
+        labels = {
+            t: tf.cast(
+                tf.random.stateless_uniform(
+                    (self.batch, 1), seed=tf.stack([step, tf.constant(10_000 + j, tf.int64)])
+                )
+                < 0.2,
+                "float32",
+            )
+            for j, t in enumerate(self.tasks)
+        }
+        return feats, labels
+
+    def _train_step(self):
+        tf = self.tf
+        feats, labels = self._inputs()
+        with tf.GradientTape() as tape:
+            out = self.model(feats, training=True)
+            loss = tf.add_n(
+                [
+                    tf.reduce_mean(keras.losses.binary_crossentropy(labels[t], out[t]))
+                    for t in self.tasks
+                ]
+            )
+        grads = tape.gradient(loss, self.model.trainable_variables)
+        self.optimizer.apply(grads, self.model.trainable_variables)
+        return loss
+
+    def _infer_step(self):
+        feats, _ = self._inputs()
+        out = self.model(feats, training=False)
+        return out[self.tasks[0]]
+
+    def train(self):
+        return self._train()
+
+    def infer(self):
+        return self._infer()
+
+    @staticmethod
+    def sync(out):
+        np.asarray(out)
+
+
+class _JAXSteps:
+    """JAX: `jax.jit` train / infer steps over `stateless_call`, state donated, ids from
+    `jax.random` inside the step."""
+
+    def __init__(self, model, features, batch_size, optimizer, jit, donate=True):
+        import jax
+        import jax.numpy as jnp
+
+        if not jit:
+            raise ValueError("the JAX route always compiles (jit=True); got jit=False.")
+        self.jax, self.jnp = jax, jnp
+        self.model = model
+        self.features = list(features)
+        self.batch = batch_size
+        self.optimizer = optimizer
+        self.tasks = list(model.output_names)
+        self.key = jax.random.PRNGKey(0)
+        self.tv = [v.value for v in model.trainable_variables]
+        self.ntv = [v.value for v in model.non_trainable_variables]
+        if optimizer is not None:
+            optimizer.build(model.trainable_variables)
+            self.ov = [v.value for v in optimizer.variables]
+        donate_args = (0, 1, 2, 3) if donate else ()
+        self._train = jax.jit(self._train_step, donate_argnums=donate_args)
+        self._infer = jax.jit(self._infer_step)
+
+    def _inputs(self, key):
+        jax, jnp = self.jax, self.jnp
+        keys = jax.random.split(key, len(self.features) + len(self.tasks) + 1)
+        feats = {
+            f.name: jax.random.randint(keys[i], (self.batch,), 0, f.vocabulary_size, jnp.int32)
+            for i, f in enumerate(self.features)
+        }
+        n = len(self.features)
+        labels = {
+            t: (jax.random.uniform(keys[n + j], (self.batch, 1)) < 0.2).astype("float32")
+            for j, t in enumerate(self.tasks)
+        }
+        return feats, labels, keys[-1]
+
+    def _loss(self, tv, ntv, feats, labels):
+        out, ntv = self.model.stateless_call(tv, ntv, feats, training=True)
+        loss = sum(
+            self.jnp.mean(keras.losses.binary_crossentropy(labels[t], out[t])) for t in self.tasks
+        )
+        return loss, ntv
+
+    def _train_step(self, tv, ntv, ov, key):
+        feats, labels, key = self._inputs(key)
+        (loss, ntv), grads = self.jax.value_and_grad(self._loss, has_aux=True)(
+            tv, ntv, feats, labels
+        )
+        tv, ov = self.optimizer.stateless_apply(ov, grads, tv)
+        return tv, ntv, ov, key, loss
+
+    def _infer_step(self, tv, ntv, key):
+        feats, _, key = self._inputs(key)
+        out, _ = self.model.stateless_call(tv, ntv, feats, training=False)
+        return out[self.tasks[0]], key
+
+    def train(self):
+        self.tv, self.ntv, self.ov, self.key, loss = self._train(
+            self.tv, self.ntv, self.ov, self.key
+        )
+        return loss
+
+    def infer(self):
+        out, self.key = self._infer(self.tv, self.ntv, self.key)
+        return out
+
+    @staticmethod
+    def sync(out):
+        out.block_until_ready()
+
+
+def make_steps(model, features, batch_size, optimizer=None, jit=True, donate=True):
+    """Backend-specific `.train()` / `.infer()` / `.sync(out)` for `model` at `batch_size`."""
+    if BACKEND == "jax":
+        return _JAXSteps(model, features, batch_size, optimizer, jit, donate=donate)
+    if BACKEND == "tensorflow":
+        return _TFSteps(model, features, batch_size, optimizer, jit)
+    raise RuntimeError(f"benchmarks support KERAS_BACKEND=tensorflow or jax, not {BACKEND!r}.")
+
+
+def step_timer(steps_obj, mode: str, steps: int) -> Callable[[], float]:
+    fn = steps_obj.train if mode == "train" else steps_obj.infer
+    return lambda: median_time(fn, steps, steps_obj.sync)
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def print_table(rows: list[dict], columns: Sequence[str]) -> None:
+    """A Markdown table of `rows` restricted to `columns`."""
+
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for row in rows:
+        print("| " + " | ".join(fmt(row.get(c, "")) for c in columns) + " |")
+
+
+def print_json(payload: dict) -> None:
+    """The last line of every benchmark: one JSON object."""
+    print(json.dumps(payload, sort_keys=True, default=float))

@@ -1,0 +1,215 @@
+"""Model FLOP utilisation (MFU) of RankMixer training and inference steps.
+
+Measures in one run (1) this machine's matmul peak in the same framework and dtype and
+(2) the training-step and/or inference throughput of a preset (or config), interleaved, and
+prints a table and, last, one JSON line with `params`, `flops_per_sample`, `samples_per_s`,
+`flops_per_s`, `peak_flops_per_s`, `mfu` (and more).
+
+FLOPs are the package's counter (`keras_rankmixer.flops.count_model`: forward matmul FLOPs,
+2 per multiply-add, tokenizer + per-token FFNs + towers; embedding gathers, GELU, LayerNorm and
+token mixing are not counted). A training step counts 3x the forward FLOPs (forward, and the
+two matmuls of the backward pass). MFU = achieved FLOP/s / measured matmul peak.
+
+Usage (CPU, TensorFlow backend):
+
+    KERAS_BACKEND=tensorflow python benchmarks/mfu.py --preset small --batch-size 512 \
+        --mode train --jit on --dtype float32
+
+GPU route (JAX backend, XLA, bf16):
+
+    KERAS_BACKEND=jax python benchmarks/mfu.py --preset rankmixer_1b --batch-size 4096 \
+        --mode train --dtype mixed_bfloat16
+
+See `benchmarks/RESULTS.md` for measurements and `docs/performance.md` for the levers tried.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+
+from benchmarks import _common as C  # noqa: E402
+from keras_rankmixer.flops import count_model  # noqa: E402
+from keras_rankmixer.models.presets import get_preset  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--preset", default="small", help="preset name (keras_rankmixer PRESETS)")
+    p.add_argument(
+        "--config",
+        default=None,
+        help='JSON overrides of the preset, e.g. \'{"num_layers": 4, "hidden_dim": 512}\'',
+    )
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--mode", choices=("train", "infer", "both"), default="train")
+    p.add_argument("--dtype", choices=("float32", "mixed_bfloat16", "bfloat16"), default="float32")
+    p.add_argument(
+        "--jit",
+        choices=("on", "off"),
+        default="on",
+        help="XLA for the model step (TensorFlow only; JAX always compiles)",
+    )
+    p.add_argument("--optimizer", choices=("adam", "rmsprop", "sgd"), default="adam")
+    p.add_argument("--repeats", type=int, default=7, help="timed rounds (median reported)")
+    p.add_argument("--seconds", type=float, default=1.0, help="target length of one timed block")
+    p.add_argument("--peak-size", type=int, default=2048, help="square matmul size for the peak")
+    p.add_argument("--fields", type=int, default=16, help="synthetic id features")
+    p.add_argument("--vocab", type=int, default=10_000, help="vocabulary size of every feature")
+    p.add_argument("--embedding-dim", type=int, default=16)
+    p.add_argument("--no-donate", action="store_true", help="JAX: do not donate the step state")
+    p.add_argument("--tag", default="", help="free text copied into the JSON line")
+    return p.parse_args(argv)
+
+
+def _steps_for(timer_one, seconds: float) -> int:
+    """Calls per timed block so that one block lasts about `seconds` (after a warm-up call)."""
+    t = timer_one()
+    return max(1, math.ceil(seconds / max(t, 1e-6)))
+
+
+def run(args: argparse.Namespace) -> dict:
+    keras.utils.set_random_seed(0)
+    config = get_preset(args.preset)
+    if args.config:
+        config.update(json.loads(args.config))
+    features = C.synthetic_features(args.fields, args.vocab, args.embedding_dim)
+    model = C.build_benchmark_model(config, features, args.dtype)
+    stats = count_model(model)
+    fwd = stats["flops_per_sample"]
+    jit = args.jit == "on" or C.BACKEND == "jax"
+    compute_dtype = keras.dtype_policies.get(args.dtype).compute_dtype
+    optimizer = C.make_optimizer(args.optimizer) if args.mode in ("train", "both") else None
+    steps = C.make_steps(
+        model, features, args.batch_size, optimizer, jit=jit, donate=not args.no_donate
+    )
+    modes = ["train", "infer"] if args.mode == "both" else [args.mode]
+
+    # Peak kernels: the XLA and the non-XLA matmul (TF); the best median is the peak.
+    peak_kernels = {"xla": True} if C.BACKEND == "jax" else {"xla": True, "eager": False}
+    timers = {}
+    for name, kjit in peak_kernels.items():
+        probe = C.matmul_timer(args.peak_size, compute_dtype, 1, kjit)
+        probe()  # compile
+        n = _steps_for(probe, args.seconds / 2)
+        timers[f"peak_{name}"] = C.matmul_timer(args.peak_size, compute_dtype, n, kjit)
+    model_steps = {}
+    for mode in modes:
+        probe = C.step_timer(steps, mode, 1)
+        probe()  # trace + compile
+        probe()
+        model_steps[mode] = _steps_for(probe, args.seconds)
+        timers[mode] = C.step_timer(steps, mode, model_steps[mode])
+
+    samples = C.interleaved(timers, args.repeats, warmup=1)
+    peak_times = {k: C.med(v) for k, v in samples.items() if k.startswith("peak_")}
+    best_kernel = min(peak_times, key=peak_times.get)
+    peak = C.matmul_flops(args.peak_size) / peak_times[best_kernel]
+
+    rows = []
+    result = {}
+    for mode in modes:
+        t = C.med(samples[mode])
+        flops_per_sample = (3 if mode == "train" else 1) * fwd
+        sps = args.batch_size / t
+        fps = sps * flops_per_sample
+        # MFU of each round against the peak measured right next to it (noise check).
+        paired = [
+            args.batch_size
+            * flops_per_sample
+            / ts
+            / (C.matmul_flops(args.peak_size) / min(samples[k][i] for k in peak_times))
+            for i, ts in enumerate(samples[mode])
+        ]
+        row = {
+            "mode": mode,
+            "step_ms": t * 1e3,
+            "step_ms_min": min(samples[mode]) * 1e3,
+            "samples_per_s": sps,
+            "flops_per_sample": flops_per_sample,
+            "flops_per_s": fps,
+            "peak_flops_per_s": peak,
+            "mfu": fps / peak,
+            "mfu_paired_median": C.med(paired),
+            "steps_per_block": model_steps[mode],
+        }
+        rows.append(row)
+        result[mode] = row
+
+    print(
+        f"# backend={C.BACKEND} device={C.device_name()} preset={args.preset} config={config} "
+        f"batch={args.batch_size} dtype={args.dtype} jit={jit} optimizer={args.optimizer}"
+    )
+    print(
+        f"# params={stats['params']:,} dense={stats['dense_params']:,} "
+        f"embedding={stats['embedding_params']:,} fwd_flops/sample={fwd:,}"
+    )
+    peak_row = {
+        f"{k}_gflops": C.matmul_flops(args.peak_size) / v / 1e9 for k, v in peak_times.items()
+    }
+    print(f"# matmul {args.peak_size}^3 {compute_dtype} GFLOP/s: {peak_row} (peak = {best_kernel})")
+    C.print_table(
+        [
+            {
+                **r,
+                "GFLOP/s": r["flops_per_s"] / 1e9,
+                "peak GFLOP/s": r["peak_flops_per_s"] / 1e9,
+                "MFU %": 100 * r["mfu"],
+                "MFU % paired": 100 * r["mfu_paired_median"],
+            }
+            for r in rows
+        ],
+        ["mode", "step_ms", "samples_per_s", "GFLOP/s", "peak GFLOP/s", "MFU %", "MFU % paired"],
+    )
+    main = result[modes[0]]
+    payload = {
+        "benchmark": "mfu",
+        "backend": C.BACKEND,
+        "device": C.device_name(),
+        "preset": args.preset,
+        "config": config,
+        "batch_size": args.batch_size,
+        "mode": modes[0] if len(modes) == 1 else "both",
+        "dtype": args.dtype,
+        "jit": jit,
+        "optimizer": args.optimizer,
+        "params": stats["params"],
+        "dense_params": stats["dense_params"],
+        "forward_flops_per_sample": fwd,
+        "flops_per_sample": main["flops_per_sample"],
+        "samples_per_s": main["samples_per_s"],
+        "flops_per_s": main["flops_per_s"],
+        "peak_flops_per_s": peak,
+        "peak_kernel": best_kernel,
+        "peak_size": args.peak_size,
+        "mfu": main["mfu"],
+        "mfu_paired_median": main["mfu_paired_median"],
+        "step_ms": main["step_ms"],
+        "repeats": args.repeats,
+        "loadavg": C.load_info(),
+        "tag": args.tag,
+    }
+    if len(modes) == 2:
+        payload["infer"] = {
+            k: result["infer"][k]
+            for k in ("step_ms", "samples_per_s", "flops_per_s", "mfu", "mfu_paired_median")
+        }
+    C.print_json(payload)
+    return payload
+
+
+def main(argv=None) -> int:
+    run(parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
