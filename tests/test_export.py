@@ -1,0 +1,359 @@
+"""SavedModel export for TF Serving: signatures, loaders without keras_rankmixer, warmup, CLI.
+
+The TF Serving binary is not installable here, so these tests check the contract with what TF
+Serving itself uses: the TF1 SavedModel loader in a Session with tag `serve` fed through the
+SignatureDef tensor names, `saved_model_cli`, and the warmup `PredictionLog` records.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="SavedModel export needs TensorFlow"
+)
+
+import tensorflow as tf  # noqa: E402
+
+from keras_rankmixer import (  # noqa: E402
+    CategoricalFeature,
+    NumericFeature,
+    SequenceFeature,
+    build_from_preset,
+)
+from keras_rankmixer.export import (  # noqa: E402
+    MAX_WARMUP_RECORDS,
+    SERVING_DEFAULT,
+    TF_EXAMPLE_SIGNATURE,
+    export_saved_model,
+    make_examples,
+    next_version,
+    read_warmup_records,
+    representative_inputs,
+    warmup_records,
+)
+from keras_rankmixer.features import feature_to_config  # noqa: E402
+
+FEATURES = [
+    CategoricalFeature("user", vocabulary_size=100, embedding_dim=8, group="user"),
+    CategoricalFeature(
+        "city", vocabulary=("paris", "rome", "oslo"), dtype="string", embedding_dim=8, group="user"
+    ),
+    CategoricalFeature("query", num_hash_bins=50, dtype="string", embedding_dim=8, group="context"),
+    SequenceFeature("history", vocabulary_size=50, max_length=4, embedding_dim=8, group="user"),
+    NumericFeature("price", mean=1.0, std=2.0, transform="log1p", embedding_dim=8, group="item"),
+]
+TASKS = ["click", "like"]
+SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+
+
+def edge_batch() -> dict:
+    """Rows 1-4 are row 0 with one feature changed to an edge value (unseen, empty, missing)."""
+    return {
+        "user": np.array([7, 500, -1, 7, 7, 7], "int64"),  # 500 unseen, -1 missing
+        "city": np.array([b"rome", b"rome", b"rome", b"berlin", b"", b"rome"], object),
+        "query": np.array([b"shoes", b"shoes", b"shoes", b"shoes", b"shoes", b""], object),
+        "history": np.array([[1, 2, -1, -1]] * 5 + [[-1, -1, -1, -1]], "int64"),
+        "price": np.array([3.0, 3.0, 3.0, 3.0, 3.0, np.nan], "float32"),
+    }
+
+
+def keras_predict(model, inputs) -> dict:
+    tensors = {k: tf.constant(v) for k, v in inputs.items()}
+    return {k: np.asarray(v) for k, v in model.predict(tensors, verbose=0).items()}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    keras.utils.set_random_seed(7)
+    model = build_from_preset("tiny", FEATURES, tasks=TASKS)
+    # Give every embedding row a distinct value, so OOV rows really differ from known ones.
+    for w in model.weights:
+        w.assign(np.random.default_rng(len(w.path)).normal(0, 0.5, w.shape).astype("float32"))
+    base = str(tmp_path_factory.mktemp("export"))
+    result = export_saved_model(model, base, "ranker", features=FEATURES, warmup_batch_sizes=(1, 3))
+    return model, result, base
+
+
+LOADER_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    # Run as `python -S` with PYTHONPATH = a copy of site-packages without keras,
+    # keras_rankmixer (and its editable-install hook) and tf_keras; check they really fail.
+    for name in ("keras_rankmixer", "keras", "tf_keras"):
+        try:
+            __import__(name)
+        except ImportError:
+            pass
+        else:
+            raise SystemExit(f"{name} is importable: the test would prove nothing")
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow.core.protobuf import saved_model_pb2
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    path, inputs_file, out_file = sys.argv[1:4]
+    data = np.load(inputs_file, allow_pickle=True)
+    raw = {k[4:]: data[k] for k in data.files if k.startswith("raw_")}
+    examples = data["examples"]
+    big = {k[4:]: data[k] for k in data.files if k.startswith("big_")}
+    out = {}
+
+    # 1. TF2 loader.
+    loaded = tf.saved_model.load(path)
+    for key, value in loaded.signatures["serving_default"](
+            **{k: tf.constant(v) for k, v in raw.items()}).items():
+        out["tf2_raw_" + key] = value.numpy()
+    for key, value in loaded.signatures["tf_example"](examples=tf.constant(examples)).items():
+        out["tf2_example_" + key] = value.numpy()
+    for key, value in loaded.signatures["serving_default"](
+            **{k: tf.constant(v) for k, v in big.items()}).items():
+        out["tf2_big_" + key] = value.numpy()
+
+    # 2. TF1 loader in a Session with tag "serve", fed by SignatureDef tensor names: the C++
+    #    loader TF Serving uses. Then replay every warmup record against its signature.
+    replayed = 0
+    with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
+        meta = tf.compat.v1.saved_model.load(sess, ["serve"], path)
+        def run(signature, feeds):
+            sig = meta.signature_def[signature]
+            feed = {sig.inputs[k].name: v for k, v in feeds.items()}
+            fetch = {k: t.name for k, t in sig.outputs.items()}
+            return sess.run(fetch, feed)
+        for key, value in run("serving_default", raw).items():
+            out["tf1_raw_" + key] = value
+        for key, value in run("tf_example", {"examples": examples}).items():
+            out["tf1_example_" + key] = value
+        warmup = os.path.join(path, "assets.extra", "tf_serving_warmup_requests")
+        for record in tf.compat.v1.io.tf_record_iterator(warmup):
+            request = prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
+            feeds = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+            result = run(request.model_spec.signature_name, feeds)
+            batch = len(next(iter(feeds.values())))
+            assert all(v.shape == (batch, 1) and np.isfinite(v).all() for v in result.values())
+            replayed += 1
+
+    # 3. No function in the graph asks for XLA.
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+        proto.ParseFromString(f.read())
+    xla = [fn.signature.name for fn in proto.meta_graphs[0].graph_def.library.function
+           if fn.attr["_XlaMustCompile"].b]
+    out["replayed"] = np.array(replayed)
+    np.savez(out_file, **out)
+    print(json.dumps({"replayed": replayed, "xla_functions": xla,
+                      "modules": sorted(m for m in sys.modules if m.startswith(("keras", "tf_keras")))}))
+    """
+)
+
+
+def site_packages_without_keras(target) -> str:
+    """A folder of symlinks to this venv's site-packages minus Keras and keras_rankmixer."""
+    import sysconfig
+
+    source = sysconfig.get_paths()["purelib"]
+    os.makedirs(target)
+    for entry in os.listdir(source):
+        name = entry.lower()
+        if name.startswith(("keras", "tf_keras", "__editable__")) or name.endswith(".pth"):
+            continue
+        os.symlink(os.path.join(source, entry), os.path.join(target, entry))
+    return str(target)
+
+
+def test_loads_without_keras_in_tf1_and_tf2_loaders_and_replays_warmup(exported, tmp_path):
+    model, result, _ = exported
+    raw = edge_batch()
+    big = representative_inputs(model, 4096, seed=3)
+    expected = keras_predict(model, raw)
+    expected_big = keras_predict(model, big)
+    inputs_file = str(tmp_path / "inputs.npz")
+    np.savez(
+        inputs_file,
+        examples=np.asarray(make_examples(raw), dtype=object),
+        **{f"raw_{k}": v for k, v in raw.items()},
+        **{f"big_{k}": v for k, v in big.items()},
+    )
+    out_file = str(tmp_path / "out.npz")
+    proc = subprocess.run(
+        [sys.executable, "-S", "-c", LOADER_SCRIPT, result.path, inputs_file, out_file],
+        cwd=str(tmp_path),
+        env={**os.environ, "PYTHONPATH": site_packages_without_keras(tmp_path / "site")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["modules"] == [], "the loader process imported Keras"
+    assert report["xla_functions"] == []
+    assert report["replayed"] == result.num_warmup_records == 4  # 2 batch sizes x 2 signatures
+    got = np.load(out_file)
+    for task in TASKS:
+        for kind in ("tf2_raw_", "tf1_raw_", "tf2_example_", "tf1_example_"):
+            np.testing.assert_allclose(got[kind + task], expected[task], atol=1e-5, rtol=0)
+        np.testing.assert_allclose(got["tf2_big_" + task], expected_big[task], atol=1e-5, rtol=0)
+        p = got["tf1_raw_" + task][:, 0]
+        # OOV handling happens in the graph: an unseen id is the reserved row, like a missing
+        # id; an unseen string is the reserved row, like the empty string.
+        assert p[1] == pytest.approx(p[2], abs=1e-7) and abs(p[1] - p[0]) > 1e-4
+        assert p[3] == pytest.approx(p[4], abs=1e-7) and abs(p[3] - p[0]) > 1e-4
+        # Row 5 (empty hashed string, empty history, NaN price) is a valid, different score.
+        assert np.isfinite(p[5]) and abs(p[5] - p[0]) > 1e-4
+    # Batch size must not change a row's score: batch 1 == the same row inside batch 4096.
+    one = {k: v[17:18] for k, v in big.items()}
+    loaded = tf.saved_model.load(result.path)
+    single = loaded.signatures[SERVING_DEFAULT](**{k: tf.constant(v) for k, v in one.items()})
+    for task in TASKS:
+        np.testing.assert_allclose(single[task].numpy(), got["tf2_big_" + task][17:18], atol=1e-6)
+
+
+def test_layout_metadata_and_signatures(exported):
+    model, result, base = exported
+    assert result.path == os.path.join(base, "ranker", "1") and result.version == 1
+    assert sorted(os.listdir(os.path.join(base, "ranker"))) == ["1"]  # no staging folder left
+    assert next_version(os.path.join(base, "ranker")) == 2
+    sig = result.signatures[SERVING_DEFAULT]
+    assert sig["inputs"] == {
+        "city": {"dtype": "string", "shape": [-1]},
+        "history": {"dtype": "int64", "shape": [-1, 4]},
+        "price": {"dtype": "float32", "shape": [-1]},
+        "query": {"dtype": "string", "shape": [-1]},
+        "user": {"dtype": "int64", "shape": [-1]},
+    }
+    assert set(sig["outputs"]) == set(TASKS)
+    assert max(result.max_abs_diff.values()) < 1e-5
+    with open(os.path.join(result.path, "assets.extra", "rankmixer_export.json")) as f:
+        meta = json.load(f)
+    assert meta["features"] == [feature_to_config(f) for f in FEATURES]
+    assert meta["tasks"] == TASKS and meta["precision"] == "float32"
+    with pytest.raises(FileExistsError, match="exists"):
+        export_saved_model(model, base, "ranker", version=1, verify=False)
+    with pytest.raises(ValueError, match="precision='int8'"):
+        export_saved_model(model, base, "ranker", precision="int8")
+
+
+def test_saved_model_cli_show_and_run(exported, tmp_path):
+    model, result, _ = exported
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    show = subprocess.run(
+        [SAVED_MODEL_CLI, "show", "--dir", result.path, "--all"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert show.returncode == 0, show.stderr[-2000:]
+    text = show.stdout
+    for name, dtype in [
+        ("user", "DT_INT64"),
+        ("city", "DT_STRING"),
+        ("query", "DT_STRING"),
+        ("history", "DT_INT64"),
+        ("price", "DT_FLOAT"),
+    ]:
+        assert f"inputs['{name}'] tensor_info:\n        dtype: {dtype}" in text, name
+    assert "inputs['examples'] tensor_info:\n        dtype: DT_STRING" in text
+    for task in TASKS:
+        assert text.count(f"outputs['{task}'] tensor_info:\n        dtype: DT_FLOAT") == 2
+    raw = edge_batch()
+    np.savez(
+        tmp_path / "in.npz",
+        **{k: v.astype(bytes) if v.dtype == object else v for k, v in raw.items()},
+    )
+    spec = ";".join(f"{k}={tmp_path / 'in.npz'}[{k}]" for k in raw)
+    run = subprocess.run(
+        [SAVED_MODEL_CLI, "run", "--dir", result.path, "--tag_set", "serve"]
+        + ["--signature_def", SERVING_DEFAULT, "--inputs", spec, "--outdir", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    expected = keras_predict(model, raw)
+    for task in TASKS:
+        np.testing.assert_allclose(
+            np.load(tmp_path / "o" / f"{task}.npy"), expected[task], atol=1e-5
+        )
+
+
+def test_warmup_records_are_predict_logs(exported):
+    model, result, _ = exported
+    logs = read_warmup_records(result.path)
+    assert [(log.predict_log.request.model_spec.signature_name) for log in logs] == [
+        SERVING_DEFAULT,
+        TF_EXAMPLE_SIGNATURE,
+    ] * 2
+    assert all(log.predict_log.request.model_spec.name == "ranker" for log in logs)
+    first = logs[0].predict_log.request.inputs
+    assert sorted(first) == sorted(f.name for f in FEATURES)
+    assert tf.make_ndarray(first["history"]).shape == (1, 4)
+    with pytest.raises(ValueError, match="at most 1000"):
+        warmup_records(edge_batch(), "m", batch_sizes=[1] * (MAX_WARMUP_RECORDS // 2 + 1))
+
+
+def test_tf_example_missing_features_take_documented_defaults(exported):
+    model, result, _ = exported
+    loaded = tf.saved_model.load(result.path)
+    empty = tf.train.Example().SerializeToString()
+    # A sequence longer than max_length is truncated to its first max_length values.
+    long = {"history": [[3, 4, 5, 6]]}
+    long_ex = tf.train.Example(
+        features=tf.train.Features(
+            feature={
+                "history": tf.train.Feature(int64_list=tf.train.Int64List(value=[3, 4, 5, 6, 9]))
+            }
+        )
+    ).SerializeToString()
+    got = loaded.signatures[TF_EXAMPLE_SIGNATURE](examples=tf.constant([empty, long_ex]))
+    missing = {
+        "user": np.array([-1, -1]),
+        "city": np.array([b"", b""], object),
+        "query": np.array([b"", b""], object),
+        "history": np.array([[-1] * 4, long["history"][0]]),
+        "price": np.array([np.nan, np.nan], "float32"),
+    }
+    expected = keras_predict(model, missing)
+    for task in TASKS:
+        np.testing.assert_allclose(got[task].numpy(), expected[task], atol=1e-5)
+
+
+def test_reduced_precision_export_reports_difference(exported, tmp_path):
+    model, _, _ = exported
+    result = export_saved_model(model, str(tmp_path), "ranker", precision="bfloat16")
+    diff = max(result.max_abs_diff.values())
+    assert 0 < diff < 0.05  # really computed in bf16, and still close
+    loaded = tf.saved_model.load(result.path)
+    raw = edge_batch()
+    got = loaded.signatures[SERVING_DEFAULT](**{k: tf.constant(v) for k, v in raw.items()})
+    expected = keras_predict(model, raw)
+    for task in TASKS:
+        assert got[task].dtype == tf.float32
+        np.testing.assert_allclose(got[task].numpy(), expected[task], atol=0.05)
+    assert "bfloat16" in graph_dtypes(result.path)
+    assert "bfloat16" not in graph_dtypes(exported[1].path)
+
+
+def graph_dtypes(path) -> set[str]:
+    """Names of every dtype attribute used by a node of the SavedModel's functions."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+        proto.ParseFromString(f.read())
+    found = set()
+    for fn in proto.meta_graphs[0].graph_def.library.function:
+        for node in fn.node_def:
+            for attr in node.attr.values():
+                if attr.type:
+                    found.add(tf.dtypes.as_dtype(attr.type).name)
+    return found
