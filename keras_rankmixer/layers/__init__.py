@@ -4,7 +4,9 @@ from keras_rankmixer.layers.categorical_embedding import CategoricalEmbedding
 from keras_rankmixer.layers.feature_tokenizer import FeatureTokenizer
 from keras_rankmixer.layers.numeric_embedding import NumericEmbedding
 from keras_rankmixer.layers.per_token_ffn import PerTokenFFN
+from keras_rankmixer.layers.per_token_router import PerTokenRouter
 from keras_rankmixer.layers.rankmixer_block import RankMixerBlock
+from keras_rankmixer.layers.sparse_moe import SparseMoE
 from keras_rankmixer.layers.token_mixing import TokenMixing
 
 __all__ = [
@@ -12,6 +14,8 @@ __all__ = [
     "FeatureTokenizer",
     "NumericEmbedding",
     "PerTokenFFN",
+    "PerTokenRouter",
     "RankMixerBlock",
+    "SparseMoE",
     "TokenMixing",
 ]

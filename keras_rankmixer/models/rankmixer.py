@@ -9,6 +9,7 @@ import keras
 from keras_rankmixer.features import Feature, build_inputs, check_features, embed_groups
 from keras_rankmixer.layers.feature_tokenizer import FeatureTokenizer
 from keras_rankmixer.layers.rankmixer_block import RankMixerBlock
+from keras_rankmixer.layers.sparse_moe import SparseMoE
 from keras_rankmixer.models.presets import get_preset
 
 
@@ -55,6 +56,7 @@ def build_rankmixer(
     use_layer_norm: bool = True,
     shared_ffn: bool = False,
     ffn_factory: Callable[[int], keras.layers.Layer] | None = None,
+    moe: dict | None = None,
     dtype=None,
     name: str = "rankmixer",
 ) -> keras.Model:
@@ -80,6 +82,10 @@ def build_rankmixer(
         use_token_mixing, use_residual, use_layer_norm, shared_ffn: Table 2 ablations.
         ffn_factory: Optional `f(block_index) -> layer` giving each block's FFN (the seam for
             `SparseMoE`); None uses the per-token FFN.
+        moe: Optional `SparseMoE` keyword arguments (e.g. `{"num_experts": 8,
+            "hidden_ratio": 0.5, "routing": "dtsi", "target_active_ratio": 0.25}`); when set,
+            every block's FFN is `SparseMoE(**moe)` (built with `dtype`). Exclusive with
+            `ffn_factory`.
         dtype: Dtype policy for all layers (e.g. `"mixed_bfloat16"`); None uses the global one.
             Outputs are float32 in every case.
         name: Model name.
@@ -105,6 +111,16 @@ def build_rankmixer(
     tasks = _check_tasks(tasks)
     if not isinstance(num_layers, int) or num_layers < 1:
         raise ValueError(f"`num_layers` must be a positive int, got num_layers={num_layers!r}.")
+    if moe is not None:
+        if ffn_factory is not None:
+            raise ValueError("Give at most one of `moe` and `ffn_factory`, got both.")
+        if not isinstance(moe, dict):
+            raise ValueError(f"`moe` must be a dict of SparseMoE arguments, got moe={moe!r}.")
+        moe_config = dict(moe)
+
+        def ffn_factory(index: int) -> keras.layers.Layer:
+            return SparseMoE(**moe_config, dtype=dtype, name="moe")
+
     inputs = build_inputs(features)
     groups = embed_groups(inputs, features, dtype=dtype)
     x = FeatureTokenizer(

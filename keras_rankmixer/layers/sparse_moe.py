@@ -1,0 +1,438 @@
+"""Per-token Sparse Mixture-of-Experts (RankMixer Sparse-MoE variant, Eqs. 10-11)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+from keras import ops
+
+from keras_rankmixer.layers.initializers import per_token_glorot_uniform
+from keras_rankmixer.layers.per_token_ffn import check_positive, resolve_hidden_dim
+from keras_rankmixer.layers.per_token_router import PerTokenRouter
+
+ROUTINGS = ("relu", "dtsi", "topk")
+INFERENCE_MODES = ("sparse", "dense")
+_LAMBDA_MIN, _LAMBDA_MAX = 1e-30, 1e6
+
+
+@keras.saving.register_keras_serializable(package="keras_rankmixer")
+class SparseMoE(keras.layers.Layer):
+    """Per-token Sparse-MoE: a drop-in replacement for `PerTokenFFN` in `RankMixerBlock`.
+
+    Every token t owns `num_experts` experts (two-layer MLPs, `act(s W1 + b1) W2 + b2`) and
+    its own router. For token t of a sample the output is `v_t = sum_j G_tj * e_tj(s_t)`.
+
+    **Routing** (`routing=`):
+
+    - `"relu"` (paper Eq. 10, from ReMoE): `G = ReLU(h(s))`, no top-k, no softmax. The L1
+      regularizer `lambda * L_reg` with `L_reg = mean_batch sum_{t,j} G_tj` (Eq. 11) is added
+      with `add_loss` (in float32, so mixed precision works).
+    - `"dtsi"` (dense-train / sparse-infer): two routers, `train_router` (h_train) and
+      `infer_router` (h_infer). Our wiring (the paper gives none)::
+
+          G_inf = ReLU(h_infer(s))             # the gates that are served
+          G_tr  = softplus(h_train(s))         # dense, > 0 everywhere
+          M     = stop_gradient(G_inf == 0)    # experts h_infer switched off
+          y     = sum_j G_inf_j e_j  +  (Z - stop_gradient(Z)),  Z = sum_j G_tr_j M_j e_j
+
+      The second term is exactly zero in the forward pass (`x - x == 0`), so the training
+      forward *is* the inference forward (measured difference 0, see the tests). Its gradient
+      is not zero: experts switched off by h_infer still get the gradient
+      `G_tr_j * dL/dy` (dense training), and h_train learns from the task loss
+      (`dL/dG_tr_j = <e_j, dL/dy>`) which of the inactive experts would help.
+      Active experts get the exact gradient of the served model (`G_inf_j * dL/dy`), and
+      h_infer gets the task gradient `<e_j, dL/dy>` on its active gates plus the L1
+      gradient; the L1 term applies to h_infer only. At inference only h_infer is used.
+    - `"topk"` (the paper's "vanilla SMoE" baseline): softmax over the `top_k` largest router
+      logits of each token, zero elsewhere; optional Switch-style load-balance loss
+      `load_balance_weight * E * mean_t sum_j f_tj P_tj`.
+
+    **Adaptive lambda** (ReMoE rule). `l1_lambda` is a non-trainable variable. In every
+    training call the layer measures the fraction of zero gates in the batch, adds
+    `lambda * L_reg` with the current lambda, then assigns
+    `lambda * l1_multiplier` if that fraction is below `1 - target_active_ratio`, else
+    `lambda / l1_multiplier` (clipped to `[1e-30, 1e6]` so it can never get stuck at 0).
+    Because it is a plain `variable.assign` in `call`, it runs inside `fit` with
+    `jit_compile=True` on TensorFlow and JAX (Keras carries non-trainable state through the
+    jitted step). Under a `tf.distribute` strategy `l1_lambda` uses aggregation
+    `"only_first_replica"` (replica 0's batch shard decides the step's update, so replicas
+    never diverge) and the measurement variables use `"mean"`.
+
+    **Observability.** After each training call: `active_ratio` (scalar, fraction of non-zero
+    gates in the batch), `router_active_ratio` `(T,)` (per token) and `l1_lambda`. Read them
+    with `moe_stats()`, or add `keras_rankmixer.moe_callbacks.MoEMonitor` to `fit` to get them
+    into the logs / `History` and to plot active ratio per token over training (Fig. 4).
+
+    **Sparse inference** (`inference_mode="sparse"`, the default). Only non-zero gates are
+    computed, with static shapes (works under XLA and in `model.export`): for each token t
+    and expert j, the `C = min(B, ceil(capacity_factor * a * B))` samples of the batch with
+    the largest gates are picked with `top_k` over the batch (`a` is `target_active_ratio`,
+    or `top_k / E` for `"topk"`), gathered, pushed through the expert as batched matmuls
+    `(T, E, C, D)`, scaled by their gates and scatter-added back. Compute scales with
+    `capacity_factor * a`. **Overflow:** if an expert has more than C non-zero gates in a
+    batch, its smallest gates beyond C are dropped (their contribution is lost, the rest of
+    the output is exact). Every inference call adds to `infer_gate_count` (gates seen),
+    `infer_active_count` (non-zero gates) and `infer_overflow_count` (dropped non-zero
+    gates); read them with `inference_stats()`, zero them with `reset_inference_stats()`.
+    With `capacity_factor * a >= 1` nothing can overflow and the result equals dense
+    compute to float tolerance. `inference_mode="dense"` computes every expert.
+
+    Weights (all with leading axis T; expert weights named `expert_*`, router weights
+    `router_*` inside the router sublayers `router`, or `train_router` / `infer_router` for
+    dtsi): `expert_kernel_1` `(T, E, D, H)`, `expert_bias_1` `(T, E, H)`, `expert_kernel_2`
+    `(T, E, H, D)`, `expert_bias_2` `(T, E, D)`; `router_kernel` `(T, D, E)`,
+    `router_bias` `(T, E)`.
+
+    Args:
+        num_experts: Experts per token, E.
+        hidden_ratio: Hidden width of *each* expert as a multiple of D. For the same total
+            parameters as a `PerTokenFFN(hidden_ratio=k)`, use `k / num_experts`.
+        target_active_ratio: Target fraction of active gates (`k/E` in ReMoE), in (0, 1].
+        routing: `"relu"`, `"dtsi"` or `"topk"`.
+        l1_init: Initial lambda. Defaults to 1e-8 (ReMoE).
+        l1_multiplier: Lambda update factor alpha > 1. Defaults to 1.2 (ReMoE).
+        hidden_dim: Explicit per-expert hidden width (overrides `hidden_ratio`).
+        top_k: Experts per token for `"topk"`; defaults to
+            `max(1, round(target_active_ratio * num_experts))`.
+        load_balance_weight: Weight of the load-balance loss for `"topk"` (0 disables it).
+        inference_mode: `"sparse"` (capacity-bounded, see above) or `"dense"`.
+        capacity_factor: Capacity multiplier for sparse inference (> 0).
+        activation: Expert activation. Defaults to `"gelu"`.
+        kernel_initializer: Expert kernel initializer (default: Glorot per expert matrix).
+        bias_initializer: Expert bias initializer.
+        router_initializer: Router kernel initializer (default: Glorot per token).
+        **kwargs: Base `keras.layers.Layer` arguments.
+
+    Input shape: `(batch, T, D)`. Output shape: `(batch, T, D)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> moe = SparseMoE(num_experts=4, hidden_ratio=0.5, target_active_ratio=0.25)
+    >>> x = np.random.rand(8, 3, 16).astype("float32")
+    >>> tuple(moe(x).shape), tuple(moe.expert_kernel_1.shape), tuple(moe.router.router_kernel.shape)
+    ((8, 3, 16), (3, 4, 16, 8), (3, 16, 4))
+    >>> roomy = SparseMoE(4, hidden_ratio=0.5, target_active_ratio=0.25, capacity_factor=4.0)
+    >>> dense = SparseMoE(4, hidden_ratio=0.5, inference_mode="dense")
+    >>> _ = roomy(x), dense(x)
+    >>> roomy.set_weights(moe.get_weights()); dense.set_weights(moe.get_weights())
+    >>> bool(np.allclose(roomy(x), dense(x), atol=1e-5))  # enough capacity: sparse == dense
+    True
+
+    References:
+        Zhu et al., "RankMixer: Scaling Up Ranking Models in Industrial Recommenders",
+        arXiv:2507.15551, Section 3.5, Eqs. 10-11, Fig. 3.
+        Wang et al., "ReMoE: Fully Differentiable Mixture-of-Experts with ReLU Routing",
+        arXiv:2412.14711 (ReLU routing, adaptive L1).
+    """
+
+    def __init__(
+        self,
+        num_experts: int,
+        hidden_ratio: float = 0.5,
+        target_active_ratio: float = 0.25,
+        routing: str = "relu",
+        l1_init: float = 1e-8,
+        l1_multiplier: float = 1.2,
+        hidden_dim: int | None = None,
+        top_k: int | None = None,
+        load_balance_weight: float = 0.0,
+        inference_mode: str = "sparse",
+        capacity_factor: float = 2.0,
+        activation: str | Any = "gelu",
+        kernel_initializer: str | Any = None,
+        bias_initializer: str | Any = "zeros",
+        router_initializer: str | Any = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        check_positive("num_experts", num_experts, integer=True)
+        check_positive("hidden_ratio", hidden_ratio)
+        check_positive("hidden_dim", hidden_dim, allow_none=True, integer=True)
+        check_positive("target_active_ratio", target_active_ratio)
+        if target_active_ratio > 1:
+            raise ValueError(
+                "`target_active_ratio` must be in (0, 1], "
+                f"got target_active_ratio={target_active_ratio!r}."
+            )
+        if routing not in ROUTINGS:
+            raise ValueError(f"`routing` must be one of {ROUTINGS}, got routing={routing!r}.")
+        check_positive("l1_init", l1_init)
+        check_positive("l1_multiplier", l1_multiplier)
+        if l1_multiplier <= 1:
+            raise ValueError(f"`l1_multiplier` must be > 1, got l1_multiplier={l1_multiplier!r}.")
+        check_positive("top_k", top_k, allow_none=True, integer=True)
+        if top_k is not None and top_k > num_experts:
+            raise ValueError(f"`top_k` must be <= num_experts={num_experts}, got top_k={top_k!r}.")
+        if (
+            not isinstance(load_balance_weight, int | float)
+            or isinstance(load_balance_weight, bool)
+            or load_balance_weight < 0
+        ):
+            raise ValueError(
+                "`load_balance_weight` must be a number >= 0, "
+                f"got load_balance_weight={load_balance_weight!r}."
+            )
+        if inference_mode not in INFERENCE_MODES:
+            raise ValueError(
+                f"`inference_mode` must be one of {INFERENCE_MODES}, "
+                f"got inference_mode={inference_mode!r}."
+            )
+        check_positive("capacity_factor", capacity_factor)
+        self.num_experts = num_experts
+        self.hidden_ratio = hidden_ratio
+        self.target_active_ratio = float(target_active_ratio)
+        self.routing = routing
+        self.l1_init = float(l1_init)
+        self.l1_multiplier = float(l1_multiplier)
+        self.hidden_dim = hidden_dim
+        self.top_k = top_k
+        self.num_selected = (
+            top_k if top_k is not None else max(1, round(target_active_ratio * num_experts))
+        )
+        self.load_balance_weight = float(load_balance_weight)
+        self.inference_mode = inference_mode
+        self.capacity_factor = float(capacity_factor)
+        self.activation = keras.activations.get(activation)
+        self.kernel_initializer = keras.initializers.get(
+            kernel_initializer if kernel_initializer is not None else per_token_glorot_uniform()
+        )
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.router_initializer = keras.initializers.get(
+            router_initializer if router_initializer is not None else per_token_glorot_uniform()
+        )
+
+        def make_router(name):
+            return PerTokenRouter(
+                num_experts,
+                kernel_initializer=self.router_initializer.__class__.from_config(
+                    self.router_initializer.get_config()
+                ),
+                dtype=self.dtype_policy,
+                name=name,
+            )
+
+        if routing == "dtsi":
+            self.train_router = make_router("train_router")
+            self.infer_router = make_router("infer_router")
+        else:
+            self.router = make_router("router")
+
+    # ------------------------------------------------------------------ build
+    def build(self, input_shape) -> None:
+        if len(input_shape) != 3 or input_shape[1] is None or input_shape[2] is None:
+            raise ValueError(
+                "SparseMoE expects input of shape (batch, num_tokens, token_dim) with static "
+                f"num_tokens and token_dim, got {tuple(input_shape)}."
+            )
+        t, d, e = int(input_shape[1]), int(input_shape[2]), self.num_experts
+        h = resolve_hidden_dim(d, self.hidden_ratio, self.hidden_dim)
+        self.num_tokens, self.token_dim, self.expert_dim = t, d, h
+        for router in self._routers():
+            router.build(input_shape)
+        self.expert_kernel_1 = self.add_weight(
+            name="expert_kernel_1", shape=(t, e, d, h), initializer=self.kernel_initializer
+        )
+        self.expert_bias_1 = self.add_weight(
+            name="expert_bias_1", shape=(t, e, h), initializer=self.bias_initializer
+        )
+        self.expert_kernel_2 = self.add_weight(
+            name="expert_kernel_2", shape=(t, e, h, d), initializer=self.kernel_initializer
+        )
+        self.expert_bias_2 = self.add_weight(
+            name="expert_bias_2", shape=(t, e, d), initializer=self.bias_initializer
+        )
+
+        def state(name, shape, init, aggregation):
+            return self.add_weight(
+                name=name,
+                shape=shape,
+                initializer=keras.initializers.Constant(init),
+                trainable=False,
+                dtype="float32",
+                aggregation=aggregation,
+            )
+
+        self.l1_lambda = state("l1_lambda", (), self.l1_init, "only_first_replica")
+        self.active_ratio = state("active_ratio", (), 0.0, "mean")
+        self.router_active_ratio = state("router_active_ratio", (t,), 0.0, "mean")
+        self.infer_gate_count = state("infer_gate_count", (), 0.0, "sum")
+        self.infer_active_count = state("infer_active_count", (), 0.0, "sum")
+        self.infer_overflow_count = state("infer_overflow_count", (), 0.0, "sum")
+        self.built = True
+
+    def _routers(self) -> list[PerTokenRouter]:
+        if self.routing == "dtsi":
+            return [self.train_router, self.infer_router]
+        return [self.router]
+
+    # ------------------------------------------------------------------ gates
+    def _gates(self, inputs):
+        """Served gates `(B, T, E)` and (topk only) the router logits."""
+        if self.routing == "dtsi":
+            return ops.relu(self.infer_router(inputs)), None
+        logits = self.router(inputs)
+        if self.routing == "relu":
+            return ops.relu(logits), None
+        _, index = ops.top_k(logits, self.num_selected)
+        mask = ops.sum(ops.one_hot(index, self.num_experts, dtype=logits.dtype), axis=-2)
+        masked = ops.where(mask > 0, logits, ops.full_like(logits, -1e9))
+        return ops.softmax(masked, axis=-1) * mask, logits
+
+    def _hidden(self, inputs):
+        hidden = ops.einsum("btd,tedh->bteh", inputs, self.expert_kernel_1) + self.expert_bias_1
+        return self.activation(hidden)
+
+    def _mix(self, coef, hidden):
+        """`sum_j coef_j * (hidden_j W2_j + b2_j)` without materialising (B, T, E, D)."""
+        out = ops.einsum("bteh,tehd->btd", hidden * coef[..., None], self.expert_kernel_2)
+        return out + ops.einsum("bte,ted->btd", coef, self.expert_bias_2)
+
+    # ------------------------------------------------------------------ call
+    def call(self, inputs, training=None):
+        gates, logits = self._gates(inputs)
+        if training:
+            hidden = self._hidden(inputs)
+            out = self._mix(gates, hidden)
+            if self.routing == "dtsi":
+                dense_gates = ops.softplus(self.train_router(inputs))
+                off = ops.stop_gradient(ops.cast(ops.equal(gates, 0), dense_gates.dtype))
+                z = self._mix(dense_gates * off, hidden)
+                out = out + (z - ops.stop_gradient(z))
+            self._training_updates(gates, logits)
+            return out
+        if self.inference_mode == "dense":
+            out = self._mix(gates, self._hidden(inputs))
+            overflow = ops.zeros((), "float32")
+        else:
+            out, overflow = self._sparse_forward(inputs, gates)
+        active = ops.cast(ops.count_nonzero(gates), "float32")
+        self.infer_gate_count.assign_add(ops.cast(ops.size(gates), "float32"))
+        self.infer_active_count.assign_add(active)
+        self.infer_overflow_count.assign_add(overflow)
+        return out
+
+    def _training_updates(self, gates, logits) -> None:
+        active = ops.cast(ops.greater(gates, 0), "float32")  # (B, T, E)
+        per_token = ops.mean(active, axis=(0, 2))
+        ratio = ops.mean(per_token)
+        self.active_ratio.assign(ratio)
+        self.router_active_ratio.assign(per_token)
+        if self.routing == "topk":
+            if self.load_balance_weight > 0:
+                probs = ops.softmax(ops.cast(logits, "float32"), axis=-1)
+                fraction = ops.mean(active, axis=0) / self.num_selected  # (T, E)
+                importance = ops.mean(probs, axis=0)
+                balance = self.num_experts * ops.mean(ops.sum(fraction * importance, axis=-1))
+                self.add_loss(ops.cast(self.load_balance_weight * balance, "float32"))
+            return
+        lam = ops.convert_to_tensor(self.l1_lambda.value)
+        l1 = ops.mean(ops.sum(ops.cast(gates, "float32"), axis=(1, 2)))
+        self.add_loss(ops.cast(lam * l1, "float32"))
+        sparsity = 1.0 - ratio
+        target_sparsity = 1.0 - self.target_active_ratio
+        new = ops.where(
+            ops.less(sparsity, target_sparsity), lam * self.l1_multiplier, lam / self.l1_multiplier
+        )
+        self.l1_lambda.assign(ops.clip(new, _LAMBDA_MIN, _LAMBDA_MAX))
+
+    def capacity(self, batch_size):
+        """Per-expert capacity `min(B, ceil(capacity_factor * a * B))` (int or int tensor)."""
+        share = self.capacity_factor * self.budget_ratio()
+        if isinstance(batch_size, int):
+            return max(1, min(batch_size, math.ceil(share * batch_size - 1e-9)))
+        cap = ops.cast(ops.ceil(share * ops.cast(batch_size, "float32") - 1e-6), "int32")
+        return ops.maximum(1, ops.minimum(ops.cast(batch_size, "int32"), cap))
+
+    def budget_ratio(self) -> float:
+        """Active fraction the capacity is sized for: `top_k / E` (topk) or the target."""
+        if self.routing == "topk":
+            return self.num_selected / self.num_experts
+        return self.target_active_ratio
+
+    def _sparse_forward(self, inputs, gates):
+        t, e, d = self.num_tokens, self.num_experts, self.token_dim
+        batch = ops.shape(inputs)[0]
+        cap = self.capacity(batch)
+        by_expert = ops.transpose(gates, (1, 2, 0))  # (T, E, B)
+        values, index = ops.top_k(by_expert, cap, sorted=False)  # (T, E, C)
+        rows = index + ops.reshape(ops.arange(t, dtype=index.dtype), (t, 1, 1)) * ops.cast(
+            batch, index.dtype
+        )
+        flat_rows = ops.reshape(rows, (-1,))
+        tokens = ops.reshape(ops.transpose(inputs, (1, 0, 2)), (-1, d))  # (T*B, D)
+        picked = ops.reshape(ops.take(tokens, flat_rows, axis=0), (t, e, -1, d))  # (T,E,C,D)
+        hidden = ops.einsum("tecd,tedh->tech", picked, self.expert_kernel_1)
+        hidden = self.activation(hidden + self.expert_bias_1[:, :, None, :])
+        out = ops.einsum("tech,tehd->tecd", hidden, self.expert_kernel_2)
+        out = (out + self.expert_bias_2[:, :, None, :]) * values[..., None]
+        merged = ops.scatter(
+            ops.expand_dims(flat_rows, -1), ops.reshape(out, (-1, d)), (t * batch, d)
+        )
+        merged = ops.transpose(ops.reshape(merged, (t, -1, d)), (1, 0, 2))
+        load = ops.sum(ops.cast(ops.greater(by_expert, 0), "float32"), axis=-1)  # (T, E)
+        overflow = ops.sum(ops.relu(load - ops.cast(cap, "float32")))
+        return merged, overflow
+
+    # ------------------------------------------------------------------ stats
+    def moe_stats(self) -> dict:
+        """Last training batch's measurements: active ratio (layer, per token) and lambda."""
+        return {
+            "active_ratio": float(ops.convert_to_numpy(self.active_ratio)),
+            "router_active_ratio": ops.convert_to_numpy(self.router_active_ratio).tolist(),
+            "l1_lambda": float(ops.convert_to_numpy(self.l1_lambda)),
+        }
+
+    def inference_stats(self) -> dict:
+        """Totals since the last reset: active ratio and overflow of inference calls."""
+        gates = float(ops.convert_to_numpy(self.infer_gate_count))
+        active = float(ops.convert_to_numpy(self.infer_active_count))
+        overflow = float(ops.convert_to_numpy(self.infer_overflow_count))
+        return {
+            "gates": gates,
+            "active": active,
+            "overflow": overflow,
+            "active_ratio": active / gates if gates else float("nan"),
+            "overflow_ratio": overflow / active if active else 0.0,
+        }
+
+    def reset_inference_stats(self) -> None:
+        for var in (self.infer_gate_count, self.infer_active_count, self.infer_overflow_count):
+            var.assign(0.0)
+
+    def flops_per_sample(self, active_ratio: float | None = None) -> int:
+        """Inference matmul FLOPs per sample at `active_ratio` (default: the budget ratio).
+
+        Experts: `4 * T * E * a * D * H`; one router: `2 * T * D * E`.
+        """
+        a = self.budget_ratio() if active_ratio is None else active_ratio
+        t, d, e, h = self.num_tokens, self.token_dim, self.num_experts, self.expert_dim
+        return int(round(4 * t * e * a * d * h)) + 2 * t * d * e
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            {
+                "num_experts": self.num_experts,
+                "hidden_ratio": self.hidden_ratio,
+                "target_active_ratio": self.target_active_ratio,
+                "routing": self.routing,
+                "l1_init": self.l1_init,
+                "l1_multiplier": self.l1_multiplier,
+                "hidden_dim": self.hidden_dim,
+                "top_k": self.top_k,
+                "load_balance_weight": self.load_balance_weight,
+                "inference_mode": self.inference_mode,
+                "capacity_factor": self.capacity_factor,
+                "activation": keras.activations.serialize(self.activation),
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+                "router_initializer": keras.initializers.serialize(self.router_initializer),
+            }
+        )
+        return config
