@@ -28,7 +28,8 @@ class SparseMoE(keras.layers.Layer):
 
     - `"relu"` (paper Eq. 10, from ReMoE): `G = ReLU(h(s))`, no top-k, no softmax. The L1
       regularizer `lambda * L_reg` with `L_reg = mean_batch sum_{t,j} G_tj` (Eq. 11) is added
-      with `add_loss` (in float32, so mixed precision works).
+      with `add_loss` (in float32, so mixed precision works); by default each expert's gates
+      are weighted by its load (`balance_l1`, ReMoE's load-balanced variant).
     - `"dtsi"` (dense-train / sparse-infer): two routers, `train_router` (h_train) and
       `infer_router` (h_infer). Our wiring (the paper gives none)::
 
@@ -99,6 +100,11 @@ class SparseMoE(keras.layers.Layer):
         load_balance_weight: Weight of the load-balance loss for `"topk"` (0 disables it).
         inference_mode: `"sparse"` (capacity-bounded, see above) or `"dense"`.
         capacity_factor: Capacity multiplier for sparse inference (> 0).
+        balance_l1: Use ReMoE's load-balanced L1 for `"relu"` / `"dtsi"`: expert j of token
+            t has its gates weighted by its (stop-gradient) load in the batch,
+            `f_tj = mean_b 1[G_btj > 0] / target_active_ratio`, so busy experts are pushed
+            down harder. This evens out per-expert load, which is what keeps the sparse
+            inference capacity from overflowing. False gives the plain L1 of Eq. 11.
         activation: Expert activation. Defaults to `"gelu"`.
         kernel_initializer: Expert kernel initializer (default: Glorot per expert matrix).
         bias_initializer: Expert bias initializer.
@@ -141,6 +147,7 @@ class SparseMoE(keras.layers.Layer):
         load_balance_weight: float = 0.0,
         inference_mode: str = "sparse",
         capacity_factor: float = 2.0,
+        balance_l1: bool = True,
         activation: str | Any = "gelu",
         kernel_initializer: str | Any = None,
         bias_initializer: str | Any = "zeros",
@@ -195,6 +202,7 @@ class SparseMoE(keras.layers.Layer):
         self.load_balance_weight = float(load_balance_weight)
         self.inference_mode = inference_mode
         self.capacity_factor = float(capacity_factor)
+        self.balance_l1 = bool(balance_l1)
         self.activation = keras.activations.get(activation)
         self.kernel_initializer = keras.initializers.get(
             kernel_initializer if kernel_initializer is not None else per_token_glorot_uniform()
@@ -329,7 +337,11 @@ class SparseMoE(keras.layers.Layer):
                 self.add_loss(ops.cast(self.load_balance_weight * balance, "float32"))
             return
         lam = ops.convert_to_tensor(self.l1_lambda.value)
-        l1 = ops.mean(ops.sum(ops.cast(gates, "float32"), axis=(1, 2)))
+        gates32 = ops.cast(gates, "float32")
+        if self.balance_l1:  # ReMoE's load-balanced L1: weight each expert by its load
+            load = ops.stop_gradient(ops.mean(active, axis=0)) / self.target_active_ratio
+            gates32 = gates32 * load
+        l1 = ops.mean(ops.sum(gates32, axis=(1, 2)))
         self.add_loss(ops.cast(lam * l1, "float32"))
         sparsity = 1.0 - ratio
         target_sparsity = 1.0 - self.target_active_ratio
@@ -429,6 +441,7 @@ class SparseMoE(keras.layers.Layer):
                 "load_balance_weight": self.load_balance_weight,
                 "inference_mode": self.inference_mode,
                 "capacity_factor": self.capacity_factor,
+                "balance_l1": self.balance_l1,
                 "activation": keras.activations.serialize(self.activation),
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
                 "bias_initializer": keras.initializers.serialize(self.bias_initializer),

@@ -1,0 +1,325 @@
+"""Paper Fig. 3 on Frappe_x1: dense RankMixer vs SparseMoE (relu / dtsi / topk) by active fraction.
+
+Every (method, active fraction, seed) run trains a small RankMixer on
+../shared/data/frappe_x1 (BARS split: train_reconstructed.csv / valid.csv / test.csv, 10
+categorical id fields), early-stops on validation AUC, and measures on the test split: AUC,
+logloss, the inference active ratio, the sparse-inference overflow and the predict throughput
+(sparse path vs all experts computed). Same total parameters for every method: the dense
+model's per-token FFN has hidden width `k*D`; the MoE models have `E` experts of width `k*D/E`
+per token (plus the routers). Active fraction 1 is the dense model (all experts on).
+
+Each finished run is appended as one JSON line to `--results` (so an interrupted grid resumes
+where it stopped; finished cells are skipped). `--report` prints the table (mean +- std over
+seeds), writes the AUC-vs-active-fraction plot and, last, one JSON line with the summary.
+
+Usage (CPU, 2 cores shared; ~1-2 min per run):
+
+    nice -n 10 .venv/bin/python benchmarks/moe_frappe.py --seeds 0 1 2
+    .venv/bin/python benchmarks/moe_frappe.py --report --plot benchmarks/plots/moe_frappe_fig3.png
+
+The data licence forbids redistribution: nothing derived from the data is written except
+metrics. Without the data the script says so and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+FIELDS = [
+    "user",
+    "item",
+    "daytime",
+    "weekday",
+    "isweekend",
+    "homework",
+    "cost",
+    "weather",
+    "country",
+    "city",
+]
+METHODS = ("dense", "relu", "dtsi", "topk", "topk_lb")
+FRACTIONS = (0.5, 0.25, 0.125)
+
+
+def load_frappe(data_dir: str):
+    """Self-contained CSV loader: per field, raw ids -> contiguous ids 0..n-1 (all splits)."""
+    import pandas as pd
+
+    frames = {
+        split: pd.read_csv(os.path.join(data_dir, f"{split}.csv"))
+        for split in ("train_reconstructed", "valid", "test")
+    }
+    vocab = {}
+    for field in FIELDS:
+        values = np.unique(np.concatenate([f[field].to_numpy() for f in frames.values()]))
+        vocab[field] = values
+    out = {}
+    for split, frame in frames.items():
+        features = {
+            f: np.searchsorted(vocab[f], frame[f].to_numpy()).astype("int64") for f in FIELDS
+        }
+        labels = {"click": frame["label"].to_numpy().astype("float32").reshape(-1, 1)}
+        out[split] = (features, labels)
+    sizes = {f: len(v) for f, v in vocab.items()}
+    return out, sizes
+
+
+def build_model(method, fraction, sizes, args):
+    from keras_rankmixer import CategoricalFeature, build_rankmixer
+
+    specs = [
+        CategoricalFeature(f, vocabulary_size=sizes[f], embedding_dim=args.embedding_dim, group=f)
+        for f in FIELDS
+    ]
+    common = dict(
+        num_tokens=args.num_tokens,
+        token_dim=args.token_dim,
+        num_layers=args.num_layers,
+        tower_units=(64,),
+    )
+    if method == "dense":
+        return build_rankmixer(specs, hidden_ratio=args.hidden_ratio, **common)
+    moe = dict(
+        num_experts=args.num_experts,
+        hidden_ratio=args.hidden_ratio / args.num_experts,
+        target_active_ratio=fraction,
+        routing="topk" if method.startswith("topk") else method,
+        load_balance_weight=args.load_balance_weight if method == "topk_lb" else 0.0,
+        capacity_factor=args.capacity_factor,
+    )
+    return build_rankmixer(specs, moe=moe, **common)
+
+
+def _set_inference_mode(model, layers, mode):
+    for layer in layers.values():
+        layer.inference_mode = mode
+    model.predict_function = None  # re-trace with the new mode
+
+
+def _throughput(model, features, batch_size, repeats=3):
+    model.predict(features, batch_size=batch_size, verbose=0)  # trace / compile
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model.predict(features, batch_size=batch_size, verbose=0)
+        best = min(best, time.perf_counter() - start)
+    return len(next(iter(features.values()))) / best
+
+
+def run_one(method, fraction, seed, data, sizes, args):
+    import keras
+
+    from keras_rankmixer.moe_callbacks import MoEMonitor, find_moe_layers, plot_active_ratio
+    from keras_rankmixer.training import compile_for_ranking
+
+    keras.utils.set_random_seed(seed)
+    (xtr, ytr), (xva, yva), (xte, yte) = (
+        data["train_reconstructed"],
+        data["valid"],
+        data["test"],
+    )
+    model = build_model(method, fraction, sizes, args)
+    compile_for_ranking(model, learning_rate=args.learning_rate, jit_compile=True)
+    monitor = MoEMonitor(every_n_batches=5, per_token=False)
+    stop = keras.callbacks.EarlyStopping(
+        monitor="val_auc", mode="max", patience=args.patience, restore_best_weights=True
+    )
+    start = time.time()
+    history = model.fit(
+        xtr,
+        ytr,
+        validation_data=(xva, yva),
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        verbose=0,
+        callbacks=[monitor, stop],
+    )
+    train_s = time.time() - start
+    layers = find_moe_layers(model)
+    for layer in layers.values():
+        layer.reset_inference_stats()
+    pred = model.predict(xte, batch_size=args.batch_size, verbose=0)["click"]
+    auc = keras.metrics.AUC()
+    auc.update_state(yte["click"], pred)
+    logloss = float(keras.losses.binary_crossentropy(yte["click"], pred).numpy().mean())
+    result = {
+        "method": method,
+        "fraction": fraction,
+        "seed": seed,
+        "test_auc": float(auc.result()),
+        "test_logloss": logloss,
+        "epochs": len(history.history["loss"]),
+        "best_val_auc": float(max(history.history["val_auc"])),
+        "train_s": round(train_s, 1),
+        "params": int(model.count_params()),
+    }
+    if layers:
+        stats = [layer.inference_stats() for layer in layers.values()]
+        result["active_ratio"] = float(np.mean([s["active_ratio"] for s in stats]))
+        result["overflow_ratio"] = float(np.mean([s["overflow_ratio"] for s in stats]))
+        result["train_active_ratio"] = float(
+            np.mean([history.history[f"moe/{p}/active_ratio"][-1] for p in layers])
+        )
+        result["l1_lambda"] = [history.history[f"moe/{p}/l1_lambda"][-1] for p in layers]
+        # dense-mode predictions: same weights, every expert computed
+        _set_inference_mode(model, layers, "dense")
+        dense_pred = model.predict(xte, batch_size=args.batch_size, verbose=0)["click"]
+        result["sparse_vs_dense_max_abs"] = float(np.max(np.abs(dense_pred - pred)))
+        result["dense_compute_rows_per_s"] = round(_throughput(model, xte, args.batch_size))
+        _set_inference_mode(model, layers, "sparse")
+        result["sparse_rows_per_s"] = round(_throughput(model, xte, args.batch_size))
+        if args.fig4 and method == "dtsi" and fraction == 0.25 and seed == args.seeds[0]:
+            plot_active_ratio(
+                monitor,
+                args.fig4,
+                target=fraction,
+                title=f"Frappe, dtsi, target active {fraction} (seed {seed})",
+            )
+            result["fig4"] = os.path.relpath(args.fig4, ROOT)
+    else:
+        result["dense_compute_rows_per_s"] = round(_throughput(model, xte, args.batch_size))
+    return result
+
+
+def load_results(path):
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def report(rows, plot_path=None):
+    cells = {}
+    for r in rows:
+        cells.setdefault((r["method"], r["fraction"]), []).append(r)
+    header = (
+        f"{'method':8s} {'active':>6s} {'n':>2s} {'test AUC mean':>13s} {'std':>7s} "
+        f"{'logloss':>8s} {'measured active':>15s} {'overflow':>8s} {'sparse rows/s':>13s} "
+        f"{'dense rows/s':>12s}"
+    )
+    print(header)
+    print("-" * len(header))
+    summary = {}
+    for (method, frac), rs in sorted(cells.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
+        aucs = np.array([r["test_auc"] for r in rs])
+        std = float(aucs.std(ddof=1)) if len(aucs) > 1 else float("nan")
+        act = np.mean([r.get("active_ratio", 1.0) for r in rs])
+        ovf = np.mean([r.get("overflow_ratio", 0.0) for r in rs])
+        sps = np.mean([r.get("sparse_rows_per_s", float("nan")) for r in rs])
+        dps = np.mean([r["dense_compute_rows_per_s"] for r in rs])
+        ll = np.mean([r["test_logloss"] for r in rs])
+        print(
+            f"{method:8s} {frac:6.3f} {len(rs):2d} {aucs.mean():13.4f} {std:7.4f} {ll:8.4f} "
+            f"{act:15.3f} {ovf:8.3f} {sps:13.0f} {dps:12.0f}"
+        )
+        summary[f"{method}@{frac}"] = {
+            "n": len(rs),
+            "auc_mean": round(float(aucs.mean()), 5),
+            "auc_std": round(std, 5),
+            "active_ratio": round(float(act), 4),
+            "overflow_ratio": round(float(ovf), 4),
+        }
+    if plot_path:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(5.5, 3.8))
+        dense = cells.get(("dense", 1.0), [])
+        dense_auc = np.mean([r["test_auc"] for r in dense]) if dense else None
+        for method in METHODS[1:]:
+            pts = []
+            for frac in (1.0,) + FRACTIONS:
+                rs = cells.get((method, frac)) or (dense if frac == 1.0 else None)
+                if rs:
+                    a = np.array([r["test_auc"] for r in rs])
+                    pts.append((frac, a.mean(), a.std(ddof=1) if len(a) > 1 else 0.0))
+            if pts:
+                f, m, s = map(np.array, zip(*pts, strict=True))
+                ax.errorbar(f, m, yerr=s, marker="o", capsize=3, label=method)
+        if dense_auc is not None:
+            ax.axhline(dense_auc, color="k", ls="--", lw=1, label="dense (all experts)")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks([1, 0.5, 0.25, 0.125], ["1", "1/2", "1/4", "1/8"])
+        ax.invert_xaxis()
+        ax.set_xlabel("active expert fraction")
+        ax.set_ylabel("test AUC (mean +- std over seeds)")
+        ax.set_title("Frappe_x1: AUC vs active fraction (paper Fig. 3)")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(plot_path, dpi=80)
+        plt.close(fig)
+        print(f"plot: {plot_path}")
+    print(json.dumps({"benchmark": "moe_frappe", "cells": summary}))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "frappe_x1"))
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--fractions", nargs="+", type=float, default=list(FRACTIONS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--patience", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=4096)
+    p.add_argument("--learning-rate", type=float, default=3e-3)
+    p.add_argument("--embedding-dim", type=int, default=10)
+    p.add_argument("--num-tokens", type=int, default=4)
+    p.add_argument("--token-dim", type=int, default=32)
+    p.add_argument("--num-layers", type=int, default=1)
+    p.add_argument("--hidden-ratio", type=float, default=4.0)
+    p.add_argument("--num-experts", type=int, default=8)
+    p.add_argument("--load-balance-weight", type=float, default=0.01)
+    p.add_argument("--capacity-factor", type=float, default=2.0)
+    p.add_argument("--results", default=os.path.join(ROOT, "runs", "moe_frappe.jsonl"))
+    p.add_argument("--fig4", default=os.path.join(HERE, "plots", "moe_frappe_fig4.png"))
+    p.add_argument("--plot", default=None, help="with --report: AUC-vs-fraction PNG")
+    p.add_argument("--report", action="store_true", help="only aggregate --results")
+    args = p.parse_args(argv)
+
+    if args.report:
+        rows = load_results(args.results)
+        if not rows:
+            print(f"no results in {args.results}")
+            return 1
+        report(rows, args.plot)
+        return 0
+    if not os.path.exists(os.path.join(args.data, "test.csv")):
+        print(f"Frappe data not found under {args.data}; nothing to do.")
+        print(json.dumps({"benchmark": "moe_frappe", "skipped": "no data"}))
+        return 0
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.path.insert(0, ROOT)
+    os.makedirs(os.path.dirname(args.results), exist_ok=True)
+    if args.fig4:
+        os.makedirs(os.path.dirname(args.fig4), exist_ok=True)
+    data, sizes = load_frappe(args.data)
+    done = {(r["method"], r["fraction"], r["seed"]) for r in load_results(args.results)}
+    cells = []
+    for seed in args.seeds:  # seed-major: a partial grid still covers every method
+        for method in args.methods:
+            for frac in [1.0] if method == "dense" else args.fractions:
+                if (method, frac, seed) not in done:
+                    cells.append((method, frac, seed))
+    print(f"{len(cells)} runs to do; results -> {args.results}", flush=True)
+    for method, frac, seed in cells:
+        result = run_one(method, frac, seed, data, sizes, args)
+        print(json.dumps(result), flush=True)
+        with open(args.results, "a") as f:
+            f.write(json.dumps(result) + "\n")
+    report(load_results(args.results), args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
