@@ -132,10 +132,9 @@ class RankMixerBlock(keras.layers.Layer):
                 f"RankMixerBlock needs num_heads == num_tokens (T={num_tokens}) so that "
                 f"TokenMixing(X) + X is defined; got num_heads={self.num_heads}."
             )
-        self.token_mixing.build(input_shape)
-        self.ffn.build(input_shape)
-        self.norm_1.build(input_shape)
-        self.norm_2.build(input_shape)
+        for layer in (self.token_mixing, self.ffn, self.norm_1, self.norm_2):
+            if not layer.built:
+                layer.build(input_shape)
         self.built = True
 
     def _sublayer(self, x, y, norm):

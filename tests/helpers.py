@@ -1,0 +1,68 @@
+"""Small helpers shared by the tests (numbers, round trips)."""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import numpy as np
+
+BACKEND = keras.backend.backend()
+
+
+def to_numpy(x) -> np.ndarray:
+    return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+def assert_all_close(actual, expected, atol: float = 1e-5, rtol: float = 1e-5) -> None:
+    np.testing.assert_allclose(to_numpy(actual), np.asarray(expected), atol=atol, rtol=rtol)
+
+
+def config_round_trip(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """`from_config(get_config())` through a full serialize/deserialize."""
+    return keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+
+
+def keras_file_round_trip(model: keras.Model, tmp_path) -> keras.Model:
+    path = os.path.join(str(tmp_path), "model.keras")
+    model.save(path)
+    return keras.saving.load_model(path)
+
+
+def random_tokens(batch: int = 3, tokens: int = 4, dim: int = 8, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(batch, tokens, dim)).astype("float32")
+
+
+def assert_gradients_reach_all(layer_or_model, inputs) -> None:
+    """Every trainable weight gets a non-zero gradient of sum(output^2) (TF and JAX)."""
+    if not layer_or_model.built:
+        layer_or_model(inputs)
+    weights = layer_or_model.trainable_variables
+    assert weights, "nothing to check: no trainable weights"
+
+    def loss_of(outputs):
+        outs = keras.tree.flatten(outputs)
+        return sum(keras.ops.sum(keras.ops.square(o)) for o in outs)
+
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            loss = loss_of(layer_or_model(inputs, training=True))
+        grads = tape.gradient(loss, weights)
+    elif BACKEND == "jax":
+        import jax
+
+        values = [v.value for v in weights]
+
+        def f(vals):
+            mapping = list(zip(weights, vals, strict=True))
+            with keras.StatelessScope(state_mapping=mapping):
+                return loss_of(layer_or_model(inputs, training=True))
+
+        grads = jax.grad(f)(values)
+    else:  # pragma: no cover
+        raise NotImplementedError(BACKEND)
+    for w, g in zip(weights, grads, strict=True):
+        assert g is not None, f"no gradient reaches {w.path}"
+        assert np.any(to_numpy(g) != 0), f"zero gradient at {w.path}"

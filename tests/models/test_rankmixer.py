@@ -1,0 +1,145 @@
+import keras
+import numpy as np
+import pytest
+from helpers import assert_all_close, assert_gradients_reach_all, keras_file_round_trip, to_numpy
+
+import keras_rankmixer as kr
+from keras_rankmixer.data import make_click_data
+from keras_rankmixer.training import compile_for_ranking
+
+SPECS = [
+    kr.CategoricalFeature("user", vocabulary_size=50, embedding_dim=8, group="user"),
+    kr.SequenceFeature("history", vocabulary_size=30, max_length=3, embedding_dim=8, group="user"),
+    kr.CategoricalFeature("item", vocabulary=[5, 7, 9], embedding_dim=8, group="item"),
+    kr.NumericFeature("price", mean=1.0, std=2.0, embedding_dim=6, group="item"),
+]
+
+
+def batch(n=6, seed=0):
+    rng = np.random.default_rng(seed)
+    return {
+        "user": rng.integers(-1, 60, n),
+        "history": rng.integers(-1, 35, (n, 3)),
+        "item": rng.choice([5, 7, 8, 9], n),
+        "price": rng.normal(size=n).astype("float32"),
+    }
+
+
+def tiny(tasks=("click",), **kw):
+    return kr.build_rankmixer(SPECS, 4, 16, 2, 2, tasks=tasks, **kw)
+
+
+def test_functional_model_with_named_inputs_and_task_outputs():
+    model = tiny(tasks=("finish", "skip", "like"))
+    assert isinstance(model, keras.Model) and type(model).__name__ == "Functional"
+    assert sorted(model.input.keys()) == ["history", "item", "price", "user"]
+    out = model.predict(batch(), verbose=0)
+    assert sorted(out) == ["finish", "like", "skip"]
+    for p in out.values():
+        assert p.shape == (6, 1) and p.dtype == np.float32
+        assert ((p > 0) & (p < 1)).all()
+
+
+def test_gradients_reach_every_weight():
+    model = tiny()
+    x = batch()
+    x["price"][0] = np.nan  # so the learned "missing" vector is used too
+    assert_gradients_reach_all(model, {k: keras.ops.convert_to_tensor(v) for k, v in x.items()})
+
+
+def test_keras_file_round_trip_gives_identical_outputs(tmp_path):
+    model = tiny(tasks=("a", "b"))
+    x = batch()
+    loaded = keras_file_round_trip(model, tmp_path)
+    for task in ("a", "b"):
+        np.testing.assert_array_equal(
+            model.predict(x, verbose=0)[task], loaded.predict(x, verbose=0)[task]
+        )
+
+
+def test_get_config_round_trip():
+    model = tiny()
+    clone = keras.Model.from_config(model.get_config())
+    clone.set_weights(model.get_weights())
+    x = batch()
+    assert_all_close(clone.predict(x, verbose=0)["click"], model.predict(x, verbose=0)["click"])
+
+
+def test_jit_fit_learns_a_synthetic_click_task():
+    keras.utils.set_random_seed(0)
+    data = make_click_data(6000, seed=3, num_categorical=6, max_vocab=200, num_numeric=2)
+    train, valid = data.split(0.75)
+    model = kr.build_from_preset("tiny", data.specs)
+    compile_for_ranking(model, learning_rate=3e-3, jit_compile=True)
+    before = model.evaluate(valid.features, valid.labels, verbose=0, return_dict=True)
+    hist = model.fit(train.features, train.labels, batch_size=256, epochs=3, verbose=0)
+    after = model.evaluate(valid.features, valid.labels, verbose=0, return_dict=True)
+    assert hist.history["loss"][-1] < hist.history["loss"][0]
+    assert after["loss"] < before["loss"]
+    oracle = keras.metrics.AUC()
+    oracle.update_state(valid.labels["click"], valid.probabilities["click"])
+    # Clearly better than chance: at least 60% of the way from 0.5 to the Bayes-optimal AUC.
+    assert after["auc"] > 0.5 + 0.6 * (float(oracle.result()) - 0.5), (after, oracle.result())
+    assert after["auc"] > before["auc"] + 0.1
+
+
+def test_mixed_bfloat16_fit_with_several_tasks():
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    model = tiny(tasks=("click", "like"))
+    assert model.get_layer("block_0").ffn.compute_dtype == "bfloat16"
+    compile_for_ranking(model, jit_compile=True)
+    x = batch(64)
+    y = {"click": np.random.default_rng(0).integers(0, 2, 64), "like": np.zeros(64, "int64")}
+    hist = model.fit(x, y, batch_size=32, epochs=2, verbose=0)
+    assert np.isfinite(hist.history["loss"]).all()
+    out = model.predict(x, verbose=0)
+    assert out["click"].dtype == np.float32 and out["like"].dtype == np.float32
+
+
+def test_ablation_flags_reach_the_blocks():
+    model = tiny(use_token_mixing=False, shared_ffn=True, use_residual=False, use_layer_norm=False)
+    block = model.get_layer("block_1")
+    assert not block.use_token_mixing and block.shared_ffn
+    assert not block.use_residual and not block.use_layer_norm
+
+
+def test_ffn_factory_seam():
+    model = tiny(ffn_factory=lambda i: kr.layers.PerTokenFFN(hidden_dim=3 + i, name=f"f{i}"))
+    assert model.get_layer("block_1").ffn.ffn_dim == 4
+
+
+def test_out_of_vocabulary_and_missing_inputs_are_safe():
+    model = tiny()
+    x = batch(4)
+    x["user"] = np.array([-1, 10_000, 3, -5])
+    x["item"] = np.array([1, 2, 3, 4])
+    x["price"] = np.array([np.nan, np.inf, 1.0, -np.inf], "float32")
+    x["history"] = np.full((4, 3), -1)
+    out = model.predict(x, verbose=0)["click"]
+    assert np.isfinite(out).all()
+    # OOV and missing ids share the reserved row: same output for -1 and 10_000.
+    y = to_numpy(model.get_layer("embed_user")(np.array([-1, 10_000])))
+    np.testing.assert_array_equal(y[0], y[1])
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"num_layers": 0}, "num_layers"),
+        ({"tasks": []}, "tasks"),
+        ({"tasks": ["a", "a"]}, "tasks"),
+        ({"num_tokens": 0}, "num_tokens"),
+        ({"hidden_ratio": -2}, "hidden_ratio"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    args = {"num_tokens": 4, "token_dim": 16, "num_layers": 1, "hidden_ratio": 2}
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        kr.build_rankmixer(SPECS, **args)
+
+
+def test_presets():
+    assert set(kr.PRESETS) >= {"tiny", "small", "rankmixer_100m", "rankmixer_1b"}
+    with pytest.raises(ValueError, match="unknown preset"):
+        kr.get_preset("huge")
