@@ -221,6 +221,29 @@ def _child(out_path: str) -> None:  # noqa: C901 - one script, many small checks
         "checkpoint_backbone_keys": sum("backbone/k3_" in k for k in saved_keys),
         "wrapper_type_ok": isinstance(model.backbone, KerasLayer),
     }
+    # 4. SparseMoE (relu routing, adaptive lambda) inside the tfrs.Model: its L1 term is in
+    # regularization_loss and its non-trainable lambda / active ratio update inside fit.
+    keras.utils.set_random_seed(0)
+    moe_backbone = build_rankmixer(
+        data.specs,
+        **config,
+        moe={"num_experts": 4, "hidden_ratio": 0.5, "target_active_ratio": 0.5, "l1_init": 1e-3},
+    )
+    moe_layer = moe_backbone.get_layer("block_0").ffn
+    moe_model = Ranker(moe_backbone)
+    moe_model.compile(optimizer=tf.keras.optimizers.Adam(1e-2))
+    lam0 = float(moe_layer.l1_lambda.numpy())
+    moe_history = moe_model.fit(ds, epochs=1, verbose=0).history
+    results["moe"] = {
+        "layer": type(moe_layer).__name__,
+        "reg_loss": moe_history["regularization_loss"],
+        "lambda_steps": float(np.log(moe_layer.l1_lambda.numpy() / lam0) / np.log(1.2)),
+        "active_ratio": float(moe_layer.active_ratio.numpy()),
+        "num_steps": int(np.ceil(len(labels) / 128)),
+        "non_trainable_exposed": sorted(
+            v.name.split(":")[0].split("/")[-1] for v in moe_model.non_trainable_variables
+        ),
+    }
     with open(out_path, "w") as f:
         json.dump(results, f)
 
@@ -311,6 +334,18 @@ def test_save_weights_and_checkpoint_restore_exactly(child):
     assert ranker["checkpoint_diff"] == 0.0
     assert ranker["checkpoint_backbone_keys"] == ranker["num_trainable"]
     assert ranker["wrapper_type_ok"]
+
+
+def test_sparse_moe_regularizer_and_lambda_inside_tfrs(child):
+    moe = child["moe"]
+    assert moe["layer"] == "SparseMoE"
+    assert moe["reg_loss"][0] > 0  # the SparseMoE L1 term reaches tfrs' regularization_loss
+    # lambda moved by one factor of 1.2 per training step (x1.2 or /1.2), in graph mode.
+    steps = moe["lambda_steps"]
+    assert steps == pytest.approx(round(steps), abs=1e-3) and round(steps) != 0
+    assert abs(round(steps)) <= moe["num_steps"] and (round(steps) - moe["num_steps"]) % 2 == 0
+    assert 0 < moe["active_ratio"] <= 1
+    assert "l1_lambda" in moe["non_trainable_exposed"]
 
 
 if __name__ == "__main__":
