@@ -34,6 +34,7 @@ from keras_rankmixer.export import (  # noqa: E402
     SERVING_DEFAULT,
     TF_EXAMPLE_SIGNATURE,
     export_saved_model,
+    keras_free_python,
     make_examples,
     next_version,
     read_warmup_records,
@@ -155,20 +156,6 @@ LOADER_SCRIPT = textwrap.dedent(
 )
 
 
-def site_packages_without_keras(target) -> str:
-    """A folder of symlinks to this venv's site-packages minus Keras and keras_rankmixer."""
-    import sysconfig
-
-    source = sysconfig.get_paths()["purelib"]
-    os.makedirs(target)
-    for entry in os.listdir(source):
-        name = entry.lower()
-        if name.startswith(("keras", "tf_keras", "__editable__")) or name.endswith(".pth"):
-            continue
-        os.symlink(os.path.join(source, entry), os.path.join(target, entry))
-    return str(target)
-
-
 def test_loads_without_keras_in_tf1_and_tf2_loaders_and_replays_warmup(exported, tmp_path):
     model, result, _ = exported
     raw = edge_batch()
@@ -183,10 +170,11 @@ def test_loads_without_keras_in_tf1_and_tf2_loaders_and_replays_warmup(exported,
         **{f"big_{k}": v for k, v in big.items()},
     )
     out_file = str(tmp_path / "out.npz")
+    python, env = keras_free_python(str(tmp_path / "site"))
     proc = subprocess.run(
-        [sys.executable, "-S", "-c", LOADER_SCRIPT, result.path, inputs_file, out_file],
+        python + ["-c", LOADER_SCRIPT, result.path, inputs_file, out_file],
         cwd=str(tmp_path),
-        env={**os.environ, "PYTHONPATH": site_packages_without_keras(tmp_path / "site")},
+        env=env,
         capture_output=True,
         text=True,
         timeout=300,
@@ -357,3 +345,52 @@ def graph_dtypes(path) -> set[str]:
                 if attr.type:
                     found.add(tf.dtypes.as_dtype(attr.type).name)
     return found
+
+
+def test_cli_export_from_run_directory_and_keras_file(exported, tmp_path, capsys):
+    from keras_rankmixer.cli import main as cli_main
+
+    model, _, _ = exported
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    model.save(str(run_dir / "model.keras"))
+    (run_dir / "features.json").write_text(json.dumps([feature_to_config(f) for f in FEATURES]))
+    base = str(tmp_path / "models")
+    assert cli_main(["export", str(run_dir), "--output", base, "--warmup-batch-sizes", "2"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["path"] == os.path.join(base, "rankmixer", "1")
+    assert report["num_warmup_records"] == 2 and max(report["max_abs_diff"].values()) < 1e-5
+    with open(os.path.join(report["path"], "assets.extra", "rankmixer_export.json")) as f:
+        assert [f["name"] for f in json.load(f)["features"]] == [f.name for f in FEATURES]
+    # A bare .keras file works too, and takes the next version.
+    args = ["export", str(run_dir / "model.keras"), "--output", base, "--no-verify"]
+    assert cli_main(args + ["--precision", "float16"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["version"] == 2 and report["precision"] == "float16"
+    assert report["max_abs_diff"] is None
+    # features.json that does not match the model's inputs is an error naming both.
+    (run_dir / "features.json").write_text(json.dumps([feature_to_config(FEATURES[0])]))
+    with pytest.raises(ValueError, match=r"declares features \['user'\]"):
+        cli_main(["export", str(run_dir), "--output", base])
+    with pytest.raises(ValueError, match="SOURCE must be a .keras file or a run directory"):
+        cli_main(["export", str(tmp_path / "model.h5"), "--output", base])
+
+
+def test_sparse_moe_model_exports(tmp_path):
+    pytest.importorskip("keras_rankmixer.layers.sparse_moe")
+    from keras_rankmixer import build_rankmixer
+
+    # capacity_factor * target_active_ratio = 1: no sample can overflow, so a row's score does
+    # not depend on the rest of its batch (see docs/deployment.md).
+    moe = {"num_experts": 4, "target_active_ratio": 0.5, "capacity_factor": 2.0}
+    model = build_rankmixer(FEATURES, 4, 16, 1, tasks=TASKS, moe=moe)
+    raw = representative_inputs(model, 16, seed=5)
+    result = export_saved_model(model, str(tmp_path), "moe", warmup_inputs=raw)
+    assert max(result.max_abs_diff.values()) < 1e-5
+    loaded = tf.saved_model.load(result.path)
+    got = loaded.signatures[SERVING_DEFAULT](**{k: tf.constant(v) for k, v in raw.items()})
+    one = loaded.signatures[SERVING_DEFAULT](**{k: tf.constant(v[:1]) for k, v in raw.items()})
+    expected = keras_predict(model, raw)
+    for task in TASKS:
+        np.testing.assert_allclose(got[task].numpy(), expected[task], atol=1e-5)
+        np.testing.assert_allclose(one[task].numpy(), expected[task][:1], atol=1e-5)

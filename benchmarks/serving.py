@@ -1,0 +1,267 @@
+"""Serving latency, throughput and MFU of exported SavedModels (loaded without Keras), on CPU.
+
+For each model (RankMixer `tiny`, RankMixer `small` (~10M dense params), and a DCNv2 of
+similar dense parameter count beside each) the parent process builds the model on the shared
+synthetic front-end (`benchmarks/_common.synthetic_features`: 16 int64 id fields x 16 dims),
+exports it with `keras_rankmixer.export_saved_model`, then a **child process that never imports
+Keras** (checked: `keras` absent from `sys.modules` at the end) loads it with
+`tf.saved_model.load` and times the `serving_default` signature, as TF Serving would run it
+(no XLA, TF's default CPU thread pools):
+
+- per batch size (1, 64, 512): `--calls` single requests one after another, each timed from
+  the call to the host copy of the outputs; p50 / p99 latency, and throughput =
+  batch / mean latency (one client, no server-side batching or gRPC overhead);
+- the matmul peak of this machine in the same process: a `--peak-size`^3 float32 `tf.matmul`
+  (no XLA, as served), timed between the models so both see the same machine load;
+- serving MFU = FLOPs/sample x samples/s / peak. FLOPs/sample is the package counter
+  (`count_model`: forward matmul FLOPs, 2 per multiply-add).
+
+Prints a table and, last, one JSON line. Usage (what `benchmarks/RESULTS.md` records):
+
+    nice -n 10 python benchmarks/serving.py
+    nice -n 10 python benchmarks/serving.py --models small --precision bfloat16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+MODELS = {
+    # name: (builder, kwargs)
+    "rankmixer_tiny": ("rankmixer", {"preset": "tiny"}),
+    "dcnv2_tiny": (
+        "dcnv2",
+        {"num_cross_layers": 2, "projection_dim": 16, "hidden_units": (64, 64)},
+    ),
+    "rankmixer_small": ("rankmixer", {"preset": "small"}),
+    "dcnv2_small": (
+        "dcnv2",
+        {"num_cross_layers": 3, "projection_dim": None, "hidden_units": (2560, 2560, 1024)},
+    ),
+}
+ALIASES = {"tiny": ["rankmixer_tiny", "dcnv2_tiny"], "small": ["rankmixer_small", "dcnv2_small"]}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--models", default="tiny,small", help="tiny, small or model names, comma-sep")
+    p.add_argument("--batch-sizes", default="1,64,512")
+    p.add_argument("--calls", type=int, default=200, help="timed requests per batch size (max)")
+    p.add_argument("--seconds", type=float, default=6.0, help="time budget per batch size")
+    p.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--peak-size", type=int, default=2048)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--measure", default=None, help=argparse.SUPPRESS)  # child mode
+    return p.parse_args(argv)
+
+
+def build(name: str, features):
+    import keras
+    import keras_rs
+
+    from keras_rankmixer.models import build_from_preset
+    from keras_rankmixer.models.rankmixer import add_task_towers
+
+    kind, kwargs = MODELS[name]
+    if kind == "rankmixer":
+        return build_from_preset(kwargs["preset"], features, name=name)
+    try:
+        from keras_rankmixer.models.baselines import build_dcnv2
+
+        return build_dcnv2(features, name=name, **kwargs)
+    except ImportError:  # baselines not available: the same DCNv2 (parallel), built here
+        from keras_rankmixer.features import build_inputs, embed_groups
+
+        inputs = build_inputs(features)
+        x0 = keras.layers.Concatenate()(embed_groups(inputs, features))
+        cross = x0
+        for i in range(kwargs["num_cross_layers"]):
+            cross = keras_rs.layers.FeatureCross(
+                projection_dim=kwargs["projection_dim"], name=f"cross_{i}"
+            )(x0, cross)
+        deep = x0
+        for i, units in enumerate(kwargs["hidden_units"]):
+            deep = keras.layers.Dense(units, activation="relu", name=f"mlp_{i}")(deep)
+        out = keras.layers.Concatenate()([cross, deep])
+        return keras.Model(inputs, add_task_towers(out, ["click"], ()), name=name)
+
+
+# ----------------------------------------------------------------------------- child
+
+
+def measure(spec_file: str) -> None:
+    """Child process: TensorFlow only, no Keras. Loads each SavedModel and times it."""
+    import statistics
+    import time
+
+    import numpy as np
+    import tensorflow as tf
+
+    with open(spec_file) as f:
+        spec = json.load(f)
+    rng = np.random.default_rng(spec["seed"])
+    a = tf.constant(rng.standard_normal((spec["peak_size"],) * 2).astype("float32"))
+    matmul = tf.function(lambda x: tf.matmul(x, x))
+    matmul(a).numpy()
+
+    def peak() -> float:
+        best = float("inf")
+        for _ in range(3):
+            t = time.perf_counter()
+            matmul(a)[0, 0].numpy()
+            best = min(best, time.perf_counter() - t)
+        return 2.0 * spec["peak_size"] ** 3 / best
+
+    peaks = [peak()]
+    rows = []
+    for model in spec["models"]:
+        fn = tf.saved_model.load(model["path"]).signatures["serving_default"]
+        for batch in spec["batch_sizes"]:
+            inputs = {
+                name: tf.constant(rng.integers(0, vocab, batch), tf.int64)
+                for name, vocab in model["vocab"].items()
+            }
+            for _ in range(5):  # warm-up (the warmup records do this in TF Serving)
+                [v.numpy() for v in fn(**inputs).values()]
+            times = []
+            budget = time.perf_counter() + spec["seconds"]
+            while len(times) < spec["calls"] and (len(times) < 20 or time.perf_counter() < budget):
+                t = time.perf_counter()
+                [v.numpy() for v in fn(**inputs).values()]
+                times.append(time.perf_counter() - t)
+            peaks.append(peak())
+            mean = statistics.fmean(times)
+            rows.append(
+                {
+                    "model": model["name"],
+                    "batch": batch,
+                    "calls": len(times),
+                    "p50_ms": 1e3 * float(np.percentile(times, 50)),
+                    "p99_ms": 1e3 * float(np.percentile(times, 99)),
+                    "samples_per_s": batch / mean,
+                    "model_flops_per_s": model["flops_per_sample"] * batch / mean,
+                    "peak_flops_per_s_near": peaks[-1],
+                }
+            )
+    keras_loaded = sorted(m for m in sys.modules if m == "keras" or m.startswith("keras."))
+    try:
+        import keras  # noqa: F401
+    except ImportError:
+        keras_loaded = keras_loaded or []
+    else:
+        keras_loaded = keras_loaded or ["keras is importable"]
+    print(json.dumps({"rows": rows, "peaks": peaks, "keras_modules": keras_loaded}))
+
+
+# ----------------------------------------------------------------------------- parent
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.measure:
+        measure(args.measure)
+        return 0
+    import keras
+    import tensorflow as tf
+
+    from benchmarks._common import load_info, synthetic_features
+    from keras_rankmixer.export import export_saved_model, keras_free_python
+    from keras_rankmixer.flops import count_model
+
+    keras.utils.set_random_seed(args.seed)
+    names = []
+    for item in args.models.split(","):
+        names += ALIASES.get(item.strip(), [item.strip()])
+    features = synthetic_features()
+    tmp = tempfile.mkdtemp(prefix="serving_bench_")
+    models = []
+    for name in names:
+        model = build(name, features)
+        stats = count_model(model)
+        result = export_saved_model(
+            model, tmp, name, precision=args.precision, verify=False, warmup_batch_sizes=(1,)
+        )
+        models.append(
+            {
+                "name": name,
+                "path": result.path,
+                "params": stats["params"],
+                "dense_params": stats["dense_params"],
+                "flops_per_sample": stats["flops_per_sample"],
+                "vocab": {f.name: f.vocabulary_size for f in features},
+            }
+        )
+        keras.backend.clear_session()
+    spec = {
+        "models": models,
+        "batch_sizes": [int(b) for b in args.batch_sizes.split(",")],
+        "calls": args.calls,
+        "seconds": args.seconds,
+        "peak_size": args.peak_size,
+        "seed": args.seed,
+    }
+    spec_file = os.path.join(tmp, "spec.json")
+    with open(spec_file, "w") as f:
+        json.dump(spec, f)
+    python, env = keras_free_python(os.path.join(tmp, "site"))
+    child = subprocess.run(
+        python + [os.path.abspath(__file__), "--measure", spec_file],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if child.returncode != 0:
+        print(child.stderr[-4000:], file=sys.stderr)
+        return child.returncode
+    measured = json.loads(child.stdout.strip().splitlines()[-1])
+    if measured["keras_modules"]:
+        raise RuntimeError(f"the timing process imported Keras: {measured['keras_modules']}")
+    peak = max(measured["peaks"])
+    info = {m["name"]: m for m in models}
+    print(
+        f"CPU x{os.cpu_count()} (no GPU), TensorFlow {tf.__version__}, precision "
+        f"{args.precision}, SavedModel loaded without Keras, no XLA; load avg {load_info()}"
+    )
+    print(f"matmul peak (float32 {args.peak_size}^3, best of run): {peak / 1e9:.1f} GFLOP/s")
+    header = "| model | dense params | MFLOPs/sample | batch | p50 ms | p99 ms | samples/s | GFLOP/s | MFU |"
+    print(header)
+    print("|---" * (header.count("|") - 1) + "|")
+    for row in measured["rows"]:
+        m = info[row["model"]]
+        row["mfu"] = row["model_flops_per_s"] / peak
+        row["dense_params"] = m["dense_params"]
+        row["params"] = m["params"]
+        row["flops_per_sample"] = m["flops_per_sample"]
+        print(
+            f"| {row['model']} | {m['dense_params']:,} | {m['flops_per_sample'] / 1e6:.2f} | "
+            f"{row['batch']} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
+            f"{row['samples_per_s']:,.0f} | {row['model_flops_per_s'] / 1e9:.2f} | "
+            f"{100 * row['mfu']:.1f}% |"
+        )
+    print(
+        json.dumps(
+            {
+                "benchmark": "serving",
+                "device": f"CPU x{os.cpu_count()}",
+                "tensorflow": tf.__version__,
+                "precision": args.precision,
+                "peak_flops_per_s": peak,
+                "load_avg": load_info(),
+                "rows": measured["rows"],
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
