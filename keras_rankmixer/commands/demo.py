@@ -15,7 +15,7 @@ def register(subparsers) -> None:
     )
     demo.add_argument("--samples", type=int, default=200_000)
     demo.add_argument("--epochs", type=int, default=3)
-    demo.add_argument("--batch-size", type=int, default=512)
+    demo.add_argument("--batch-size", type=int, default=1024)
     demo.add_argument("--learning-rate", type=float, default=1e-3)
     demo.add_argument("--preset", default="tiny")
     demo.add_argument("--seed", type=int, default=0)
@@ -50,6 +50,12 @@ def run(args: argparse.Namespace) -> int:
         validation_data=(valid.features, valid.labels),
         batch_size=args.batch_size,
         epochs=args.epochs,
+        callbacks=[
+            # Click logs overfit after an epoch or two (rare ids get memorised): keep the best.
+            keras.callbacks.EarlyStopping(
+                monitor="val_auc", mode="max", patience=1, restore_best_weights=True
+            )
+        ],
         verbose=1 if sys.stdout.isatty() else 2,
     )
     results = model.evaluate(
