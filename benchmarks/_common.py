@@ -75,19 +75,27 @@ def device_name() -> str:
 # ----------------------------------------------------------------------------- timing
 
 
-def median_time(fn: Callable[[], object], steps: int, sync: Callable[[object], None]) -> float:
-    """Seconds per call of `fn`, timing `steps` back-to-back calls ended by one host sync."""
-    start = time.perf_counter()
+def median_time(
+    fn: Callable[[], object], steps: int, sync: Callable[[object], None]
+) -> tuple[float, float]:
+    """(wall, cpu) seconds per call of `fn`, over `steps` back-to-back calls and one host sync.
+
+    `cpu` is this process's CPU time (all threads). On a CPU shared with other jobs the wall
+    time stretches with the machine's load while the CPU time does not (much), so the ratio
+    of two CPU-time throughputs is a load-robust cross-check of the wall-time MFU. On a GPU
+    the CPU time means nothing and only the wall time is used.
+    """
+    start, cpu = time.perf_counter(), time.process_time()
     out = None
     for _ in range(steps):
         out = fn()
     sync(out)
-    return (time.perf_counter() - start) / steps
+    return (time.perf_counter() - start) / steps, (time.process_time() - cpu) / steps
 
 
 def interleaved(
-    timers: dict[str, Callable[[], float]], repeats: int, warmup: int = 1
-) -> dict[str, list[float]]:
+    timers: dict[str, Callable[[], tuple[float, float]]], repeats: int, warmup: int = 1
+) -> dict[str, list[tuple[float, float]]]:
     """Call every timer `warmup` times (discarded), then `repeats` rounds, interleaved.
 
     Interleaving (A, B, A, B, ...) rather than (A, A, ..., B, B, ...) makes the model and the
@@ -96,7 +104,7 @@ def interleaved(
     for _ in range(warmup):
         for fn in timers.values():
             fn()
-    samples: dict[str, list[float]] = {k: [] for k in timers}
+    samples: dict[str, list[tuple[float, float]]] = {k: [] for k in timers}
     for _ in range(repeats):
         for key, fn in timers.items():
             samples[key].append(fn())
@@ -107,6 +115,14 @@ def med(xs: Sequence[float]) -> float:
     return float(statistics.median(xs))
 
 
+def wall(samples: Sequence[tuple[float, float]]) -> list[float]:
+    return [w for w, _ in samples]
+
+
+def cpu(samples: Sequence[tuple[float, float]]) -> list[float]:
+    return [c for _, c in samples]
+
+
 # ----------------------------------------------------------------------------- matmul peak
 
 
@@ -114,7 +130,7 @@ def _compute_dtype(dtype_policy: str) -> str:
     return keras.dtype_policies.get(dtype_policy).compute_dtype
 
 
-def matmul_timer(size: int, dtype: str, steps: int, jit: bool) -> Callable[[], float]:
+def matmul_timer(size: int, dtype: str, steps: int, jit: bool) -> Callable[[], tuple[float, float]]:
     """A timer (seconds per `size`^3 matmul) in the benchmark's framework and dtype."""
     rng = np.random.default_rng(0)
     a_np = rng.standard_normal((size, size)).astype("float32")
@@ -336,7 +352,7 @@ def make_steps(model, features, batch_size, optimizer=None, jit=True, donate=Tru
     raise RuntimeError(f"benchmarks support KERAS_BACKEND=tensorflow or jax, not {BACKEND!r}.")
 
 
-def step_timer(steps_obj, mode: str, steps: int) -> Callable[[], float]:
+def step_timer(steps_obj, mode: str, steps: int) -> Callable[[], tuple[float, float]]:
     fn = steps_obj.train if mode == "train" else steps_obj.infer
     return lambda: median_time(fn, steps, steps_obj.sync)
 

@@ -72,8 +72,71 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def _steps_for(timer_one, seconds: float) -> int:
     """Calls per timed block so that one block lasts about `seconds` (after a warm-up call)."""
-    t = timer_one()
+    t = timer_one()[0]
     return max(1, math.ceil(seconds / max(t, 1e-6)))
+
+
+def measure(model, features, args, modes, optimizer, jit, extra_timers=None):
+    """Interleaved timings of the model steps and the matmul peak kernels.
+
+    Returns `(samples, peak_keys)`: `samples[key]` is a list of `(wall, cpu)` seconds per call.
+    """
+    compute_dtype = keras.dtype_policies.get(args.dtype).compute_dtype
+    steps = C.make_steps(
+        model, features, args.batch_size, optimizer, jit=jit, donate=not args.no_donate
+    )
+    # Peak kernels: the XLA and the non-XLA matmul (TF); the best median is the peak.
+    peak_kernels = {"xla": True} if C.BACKEND == "jax" else {"xla": True, "eager": False}
+    timers = {}
+    for name, kjit in peak_kernels.items():
+        probe = C.matmul_timer(args.peak_size, compute_dtype, 1, kjit)
+        probe()  # compile
+        n = _steps_for(probe, args.seconds / 2)
+        timers[f"peak_{name}"] = C.matmul_timer(args.peak_size, compute_dtype, n, kjit)
+    for mode in modes:
+        probe = C.step_timer(steps, mode, 1)
+        probe()  # trace + compile
+        probe()
+        timers[mode] = C.step_timer(steps, mode, _steps_for(probe, args.seconds))
+    timers.update(extra_timers or {})
+    samples = C.interleaved(timers, args.repeats, warmup=1)
+    return samples, [k for k in timers if k.startswith("peak_")]
+
+
+def summarize(samples, peak_keys, mode, batch_size, forward_flops, peak_size) -> dict:
+    """MFU and friends for one mode from interleaved `(wall, cpu)` samples."""
+    mm = C.matmul_flops(peak_size)
+    peak_wall = {k: C.med(C.wall(samples[k])) for k in peak_keys}
+    best = min(peak_wall, key=peak_wall.get)
+    peak = mm / peak_wall[best]
+    peak_cpu = mm / C.med(C.cpu(samples[best]))
+    t = C.med(C.wall(samples[mode]))
+    t_cpu = C.med(C.cpu(samples[mode]))
+    flops_per_sample = (3 if mode == "train" else 1) * forward_flops
+    sps = batch_size / t
+    fps = sps * flops_per_sample
+    # MFU of each round against the best peak kernel timed right next to it (noise check).
+    paired = [
+        batch_size * flops_per_sample / w / (mm / min(samples[k][i][0] for k in peak_keys))
+        for i, (w, _) in enumerate(samples[mode])
+    ]
+    return {
+        "mode": mode,
+        "step_ms": t * 1e3,
+        "step_ms_min": min(C.wall(samples[mode])) * 1e3,
+        "latency_ms": t * 1e3,
+        "samples_per_s": sps,
+        "flops_per_sample": flops_per_sample,
+        "flops_per_s": fps,
+        "peak_flops_per_s": peak,
+        "peak_kernel": best,
+        "peak_flops_per_s_by_kernel": {k: mm / v for k, v in peak_wall.items()},
+        "mfu": fps / peak,
+        "mfu_paired_median": C.med(paired),
+        # Load-robust cross-check: achieved FLOPs per CPU-second over the peak's.
+        "mfu_cpu_time": (batch_size * flops_per_sample / t_cpu) / peak_cpu,
+        "cpu_per_wall": t_cpu / t,
+    }
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -88,61 +151,14 @@ def run(args: argparse.Namespace) -> dict:
     jit = args.jit == "on" or C.BACKEND == "jax"
     compute_dtype = keras.dtype_policies.get(args.dtype).compute_dtype
     optimizer = C.make_optimizer(args.optimizer) if args.mode in ("train", "both") else None
-    steps = C.make_steps(
-        model, features, args.batch_size, optimizer, jit=jit, donate=not args.no_donate
-    )
     modes = ["train", "infer"] if args.mode == "both" else [args.mode]
-
-    # Peak kernels: the XLA and the non-XLA matmul (TF); the best median is the peak.
-    peak_kernels = {"xla": True} if C.BACKEND == "jax" else {"xla": True, "eager": False}
-    timers = {}
-    for name, kjit in peak_kernels.items():
-        probe = C.matmul_timer(args.peak_size, compute_dtype, 1, kjit)
-        probe()  # compile
-        n = _steps_for(probe, args.seconds / 2)
-        timers[f"peak_{name}"] = C.matmul_timer(args.peak_size, compute_dtype, n, kjit)
-    model_steps = {}
-    for mode in modes:
-        probe = C.step_timer(steps, mode, 1)
-        probe()  # trace + compile
-        probe()
-        model_steps[mode] = _steps_for(probe, args.seconds)
-        timers[mode] = C.step_timer(steps, mode, model_steps[mode])
-
-    samples = C.interleaved(timers, args.repeats, warmup=1)
-    peak_times = {k: C.med(v) for k, v in samples.items() if k.startswith("peak_")}
-    best_kernel = min(peak_times, key=peak_times.get)
-    peak = C.matmul_flops(args.peak_size) / peak_times[best_kernel]
-
-    rows = []
-    result = {}
-    for mode in modes:
-        t = C.med(samples[mode])
-        flops_per_sample = (3 if mode == "train" else 1) * fwd
-        sps = args.batch_size / t
-        fps = sps * flops_per_sample
-        # MFU of each round against the peak measured right next to it (noise check).
-        paired = [
-            args.batch_size
-            * flops_per_sample
-            / ts
-            / (C.matmul_flops(args.peak_size) / min(samples[k][i] for k in peak_times))
-            for i, ts in enumerate(samples[mode])
-        ]
-        row = {
-            "mode": mode,
-            "step_ms": t * 1e3,
-            "step_ms_min": min(samples[mode]) * 1e3,
-            "samples_per_s": sps,
-            "flops_per_sample": flops_per_sample,
-            "flops_per_s": fps,
-            "peak_flops_per_s": peak,
-            "mfu": fps / peak,
-            "mfu_paired_median": C.med(paired),
-            "steps_per_block": model_steps[mode],
-        }
-        rows.append(row)
-        result[mode] = row
+    load_before = C.load_info()
+    samples, peak_keys = measure(model, features, args, modes, optimizer, jit)
+    result = {
+        m: summarize(samples, peak_keys, m, args.batch_size, fwd, args.peak_size) for m in modes
+    }
+    rows = [result[m] for m in modes]
+    peak_row = {k: v / 1e9 for k, v in rows[0]["peak_flops_per_s_by_kernel"].items()}
 
     print(
         f"# backend={C.BACKEND} device={C.device_name()} preset={args.preset} config={config} "
@@ -152,10 +168,11 @@ def run(args: argparse.Namespace) -> dict:
         f"# params={stats['params']:,} dense={stats['dense_params']:,} "
         f"embedding={stats['embedding_params']:,} fwd_flops/sample={fwd:,}"
     )
-    peak_row = {
-        f"{k}_gflops": C.matmul_flops(args.peak_size) / v / 1e9 for k, v in peak_times.items()
-    }
-    print(f"# matmul {args.peak_size}^3 {compute_dtype} GFLOP/s: {peak_row} (peak = {best_kernel})")
+    print(
+        f"# matmul {args.peak_size}^3 {compute_dtype} GFLOP/s by kernel: "
+        + ", ".join(f"{k}={v:.1f}" for k, v in peak_row.items())
+        + f" (peak = {rows[0]['peak_kernel']}); loadavg {load_before} -> {C.load_info()}"
+    )
     C.print_table(
         [
             {
@@ -164,10 +181,20 @@ def run(args: argparse.Namespace) -> dict:
                 "peak GFLOP/s": r["peak_flops_per_s"] / 1e9,
                 "MFU %": 100 * r["mfu"],
                 "MFU % paired": 100 * r["mfu_paired_median"],
+                "MFU % cpu-time": 100 * r["mfu_cpu_time"],
             }
             for r in rows
         ],
-        ["mode", "step_ms", "samples_per_s", "GFLOP/s", "peak GFLOP/s", "MFU %", "MFU % paired"],
+        [
+            "mode",
+            "step_ms",
+            "samples_per_s",
+            "GFLOP/s",
+            "peak GFLOP/s",
+            "MFU %",
+            "MFU % paired",
+            "MFU % cpu-time",
+        ],
     )
     main = result[modes[0]]
     payload = {
@@ -187,20 +214,29 @@ def run(args: argparse.Namespace) -> dict:
         "flops_per_sample": main["flops_per_sample"],
         "samples_per_s": main["samples_per_s"],
         "flops_per_s": main["flops_per_s"],
-        "peak_flops_per_s": peak,
-        "peak_kernel": best_kernel,
+        "peak_flops_per_s": main["peak_flops_per_s"],
+        "peak_kernel": main["peak_kernel"],
         "peak_size": args.peak_size,
         "mfu": main["mfu"],
         "mfu_paired_median": main["mfu_paired_median"],
+        "mfu_cpu_time": main["mfu_cpu_time"],
         "step_ms": main["step_ms"],
         "repeats": args.repeats,
+        "loadavg_before": load_before,
         "loadavg": C.load_info(),
         "tag": args.tag,
     }
     if len(modes) == 2:
         payload["infer"] = {
             k: result["infer"][k]
-            for k in ("step_ms", "samples_per_s", "flops_per_s", "mfu", "mfu_paired_median")
+            for k in (
+                "step_ms",
+                "samples_per_s",
+                "flops_per_s",
+                "mfu",
+                "mfu_paired_median",
+                "mfu_cpu_time",
+            )
         }
     C.print_json(payload)
     return payload
