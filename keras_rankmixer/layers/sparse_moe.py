@@ -261,6 +261,7 @@ class SparseMoE(keras.layers.Layer):
                 trainable=False,
                 dtype="float32",
                 aggregation=aggregation,
+                autocast=False,  # stay float32 under mixed precision
             )
 
         self.l1_lambda = state("l1_lambda", (), self.l1_init, "only_first_replica")

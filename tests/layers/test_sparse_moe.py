@@ -1,0 +1,389 @@
+"""SparseMoE: numbers against NumPy, DTSI gradient properties (a)-(d), sparse == dense,
+overflow counting, the adaptive lambda inside a jitted `fit`. Runs on TF and JAX."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_rankmixer.layers import SparseMoE
+from keras_rankmixer.moe_callbacks import MoEMonitor, plot_active_ratio
+
+B, T, D, E = 6, 3, 8, 4
+BACKEND = keras.backend.backend()
+
+
+def _x(seed=0, batch=B):
+    return np.random.default_rng(seed).normal(size=(batch, T, D)).astype("float32")
+
+
+def _np(x):
+    return np.asarray(ops.convert_to_numpy(x))
+
+
+def _layer(routing="relu", x=None, **kw):
+    kw.setdefault("hidden_ratio", 0.5)
+    layer = SparseMoE(E, routing=routing, **kw)
+    layer.build((None, T, D))
+    rng = np.random.default_rng(1)
+    for w in layer.trainable_weights:  # non-zero biases so every term is exercised
+        w.assign(rng.normal(scale=0.5, size=w.shape).astype("float32"))
+    return layer
+
+
+def _copy(src, **kw):
+    dst = SparseMoE.from_config({**src.get_config(), **kw})
+    dst.build((None, T, D))
+    dst.set_weights(src.get_weights())
+    return dst
+
+
+_erf = np.vectorize(math.erf)
+
+
+def _gelu(v):
+    return 0.5 * v * (1.0 + _erf(v / math.sqrt(2.0)))
+
+
+def _reference(layer, x, gates):
+    """NumPy: out[b,t] = sum_j gates[b,t,j] * (gelu(x W1 + b1) W2 + b2)."""
+    w1, b1, w2, b2 = (
+        _np(v)
+        for v in (
+            layer.expert_kernel_1,
+            layer.expert_bias_1,
+            layer.expert_kernel_2,
+            layer.expert_bias_2,
+        )
+    )
+    hidden = _gelu(np.einsum("btd,tedh->bteh", x, w1) + b1)
+    experts = np.einsum("bteh,tehd->bted", hidden, w2) + b2
+    return np.einsum("bte,bted->btd", gates, experts)
+
+
+def _router_logits(router, x):
+    return np.einsum("btd,tde->bte", x, _np(router.router_kernel)) + _np(router.router_bias)
+
+
+def _grads(layer, x, weight, training, with_losses=True):
+    """Gradients of `sum(layer(x) * weight) (+ layer losses)` w.r.t. trainable weights, by path."""
+    variables = layer.trainable_variables
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            y = layer(x, training=training)
+            loss = tf.reduce_sum(y * weight)
+            if with_losses and layer.losses:
+                loss = loss + tf.add_n(layer.losses)
+        grads = tape.gradient(loss, variables)
+    elif BACKEND == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        non_trainable = [v.value for v in layer.non_trainable_variables]
+
+        def f(trainable):
+            y, _, losses = layer.stateless_call(
+                trainable, non_trainable, x, training=training, return_losses=True
+            )
+            loss = jnp.sum(y * weight)
+            return loss + (sum(losses) if with_losses and losses else 0.0)
+
+        grads = jax.grad(f)([v.value for v in variables])
+    else:
+        pytest.skip(f"no gradient helper for backend {BACKEND}")
+    return {
+        v.path.split("/", 1)[1]: (np.zeros(v.shape) if g is None else _np(g))
+        for v, g in zip(variables, grads, strict=True)
+    }
+
+
+# ---------------------------------------------------------------- contract and numbers
+
+
+@pytest.mark.parametrize("routing", ["relu", "dtsi", "topk"])
+def test_weight_naming_contract(routing):
+    layer = _layer(routing)
+    per_token = [w for w in layer.weights if w.name.startswith(("expert_", "router_"))]
+    assert {w.name for w in per_token} >= {
+        "expert_kernel_1",
+        "expert_bias_1",
+        "expert_kernel_2",
+        "expert_bias_2",
+        "router_kernel",
+        "router_bias",
+    }
+    for w in per_token:
+        assert w.shape[0] == T, (w.path, w.shape)
+    assert tuple(layer.expert_kernel_1.shape) == (T, E, D, 4)
+    assert tuple(layer.expert_kernel_2.shape) == (T, E, 4, D)
+    assert not layer.l1_lambda.trainable and layer.l1_lambda.name == "l1_lambda"
+    trainable = {w.path for w in layer.trainable_weights}
+    assert all(w.name.startswith(("expert_", "router_")) for w in layer.trainable_weights)
+    if routing == "dtsi":
+        assert tuple(layer.train_router.router_kernel.shape) == (T, D, E)
+        assert tuple(layer.infer_router.router_bias.shape) == (T, E)
+        assert len(trainable) == 8
+    else:
+        assert len(trainable) == 6
+
+
+@pytest.mark.parametrize("routing", ["relu", "dtsi"])
+def test_relu_forward_matches_numpy(routing):
+    layer = _layer(routing, inference_mode="dense")
+    x = _x()
+    router = layer.infer_router if routing == "dtsi" else layer.router
+    gates = np.maximum(_router_logits(router, x), 0)
+    assert 0 < (gates > 0).mean() < 1  # some gates on, some off
+    expected = _reference(layer, x, gates)
+    np.testing.assert_allclose(_np(layer(x)), expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(_np(layer(x, training=True)), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_topk_gates_and_load_balance_loss_match_numpy():
+    layer = _layer("topk", top_k=2, load_balance_weight=0.5, inference_mode="dense")
+    x = _x()
+    logits = _router_logits(layer.router, x)
+    top = np.argsort(-logits, axis=-1)[..., :2]
+    mask = np.zeros_like(logits)
+    np.put_along_axis(mask, top, 1.0, axis=-1)
+    z = np.where(mask > 0, logits, -np.inf)
+    gates = np.exp(z - z.max(-1, keepdims=True))
+    gates = gates / gates.sum(-1, keepdims=True)
+    np.testing.assert_allclose(_np(layer(x)), _reference(layer, x, gates), rtol=1e-4, atol=1e-4)
+    layer(x, training=True)
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    balance = E * np.mean(np.sum(mask.mean(0) / 2 * probs.mean(0), axis=-1))
+    (loss,) = layer.losses
+    np.testing.assert_allclose(_np(loss), 0.5 * balance, rtol=1e-5)
+    assert _np(layer.active_ratio) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("balance", [False, True])
+def test_l1_loss_value_and_lambda_rule(balance):
+    layer = _layer("relu", target_active_ratio=0.5, l1_init=0.01, balance_l1=balance)
+    x = _x()
+    gates = np.maximum(_router_logits(layer.router, x), 0)
+    layer(x, training=True)
+    weights = (gates > 0).mean(0) / 0.5 if balance else 1.0
+    expected = 0.01 * np.mean(np.sum(gates * weights, axis=(1, 2)))
+    (loss,) = layer.losses
+    assert _np(loss).dtype == np.float32
+    np.testing.assert_allclose(_np(loss), expected, rtol=1e-5)
+    measured = (gates > 0).mean()
+    np.testing.assert_allclose(_np(layer.active_ratio), measured, rtol=1e-6)
+    np.testing.assert_allclose(_np(layer.router_active_ratio), (gates > 0).mean((0, 2)), rtol=1e-6)
+    # ReMoE rule: sparsity (1 - measured) below target 0.5 -> multiply, else divide
+    factor = 1.2 if 1 - measured < 0.5 else 1 / 1.2
+    np.testing.assert_allclose(_np(layer.l1_lambda), 0.01 * factor, rtol=1e-6)
+    # force every gate on (sparsity 0 < 0.5): lambda grows; every gate off: lambda shrinks
+    bias = layer.router.router_bias
+    bias.assign(np.full(bias.shape, 100.0, "float32"))
+    before = _np(layer.l1_lambda)
+    layer(x, training=True)
+    np.testing.assert_allclose(_np(layer.l1_lambda), before * 1.2, rtol=1e-6)
+    assert _np(layer.active_ratio) == 1.0
+    bias.assign(np.full(bias.shape, -100.0, "float32"))
+    layer(x, training=True)
+    layer(x, training=True)
+    np.testing.assert_allclose(_np(layer.l1_lambda), before * 1.2 / 1.44, rtol=1e-6)
+    assert _np(layer.active_ratio) == 0.0
+
+
+# ---------------------------------------------------------------- DTSI (a)-(d)
+
+
+def test_dtsi_a_infer_router_gets_task_gradient_only_from_task_loss():
+    layer = _layer("dtsi", inference_mode="dense")
+    layer.l1_lambda.assign(0.0)
+    x, w = _x(), np.random.default_rng(5).normal(size=(B, T, D)).astype("float32")
+    train = _grads(layer, x, w, training=True)
+    infer = _grads(layer, x, w, training=False)
+    g = train["infer_router/router_kernel"]
+    assert np.abs(g).max() > 1e-3  # task gradient reaches h_infer with L1 weight zero
+    # and it is the exact gradient of the served (inference) model
+    np.testing.assert_allclose(g, infer["infer_router/router_kernel"], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        train["infer_router/router_bias"], infer["infer_router/router_bias"], rtol=1e-4, atol=1e-6
+    )
+    # h_train also learns from the task loss
+    assert np.abs(train["train_router/router_kernel"]).max() > 1e-3
+    assert np.abs(infer["train_router/router_kernel"]).max() == 0.0
+
+
+def test_dtsi_b_inactive_expert_still_trained_dense():
+    layer = _layer("dtsi")
+    bias = _np(layer.infer_router.router_bias)
+    bias[0, 0], bias[0, 1] = -100.0, 100.0  # token 0: expert 0 always off, expert 1 always on
+    layer.infer_router.router_bias.assign(bias)
+    relu = SparseMoE.from_config({**layer.get_config(), "routing": "relu", "name": "relu"})
+    relu.build((None, T, D))
+    relu.router.set_weights(layer.infer_router.get_weights())
+    for name in ("expert_kernel_1", "expert_bias_1", "expert_kernel_2", "expert_bias_2"):
+        getattr(relu, name).assign(getattr(layer, name))
+    x, w = _x(), np.random.default_rng(6).normal(size=(B, T, D)).astype("float32")
+    gd = _grads(layer, x, w, training=True, with_losses=False)
+    gr = _grads(relu, x, w, training=True, with_losses=False)
+    for name in ("expert_kernel_1", "expert_kernel_2", "expert_bias_2"):
+        # plain ReLU routing: an expert whose gate is zero gets no gradient at all ...
+        assert np.abs(gr[name][0, 0]).max() == 0.0
+        # ... DTSI trains it anyway (dense training through h_train)
+        assert np.abs(gd[name][0, 0]).max() > 1e-4
+        # an always-active expert gets exactly the served model's gradient
+        np.testing.assert_allclose(gd[name][0, 1], gr[name][0, 1], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["sparse", "dense"])
+def test_dtsi_c_inference_ignores_train_router(mode):
+    layer = _layer("dtsi", inference_mode=mode, capacity_factor=4.0)
+    x = _x()
+    before = _np(layer(x))
+    rng = np.random.default_rng(9)
+    for v in layer.train_router.weights:
+        v.assign(rng.normal(scale=3.0, size=v.shape).astype("float32"))
+    np.testing.assert_array_equal(_np(layer(x)), before)
+    # whereas the training forward's gradient path does use it (sanity: the change was real)
+    assert not np.allclose(_np(layer.train_router.router_kernel), 0)
+
+
+def test_dtsi_d_train_and_inference_forward_agree():
+    layer = _layer("dtsi", inference_mode="dense")
+    x = _x(3, batch=32)
+    diff = np.abs(_np(layer(x, training=True)) - _np(layer(x, training=False))).max()
+    # measured 0.0 on TF and JAX (CPU): the straight-through term is exactly z - z
+    assert diff <= 1e-6, diff
+
+
+# ---------------------------------------------------------------- sparse inference
+
+
+@pytest.mark.parametrize("routing", ["relu", "dtsi", "topk"])
+def test_sparse_equals_dense_with_enough_capacity(routing):
+    kw = {"target_active_ratio": 0.25}
+    dense = _layer(routing, inference_mode="dense", **kw)
+    # capacity_factor * 0.25 >= 1: every non-zero gate fits
+    sparse = _copy(dense, inference_mode="sparse", capacity_factor=4.0)
+    x = _x(2, batch=16)
+    np.testing.assert_allclose(_np(sparse(x)), _np(dense(x)), rtol=1e-5, atol=1e-5)
+    stats = sparse.inference_stats()
+    assert stats["overflow"] == 0 and stats["gates"] == 16 * T * E
+    assert stats["active"] > 0
+
+
+def test_sparse_overflow_is_counted_and_drops_smallest_gates():
+    layer = _layer("relu", target_active_ratio=0.25, capacity_factor=1.0)
+    x = _x(4, batch=16)
+    gates = np.maximum(_router_logits(layer.router, x), 0)
+    cap = math.ceil(0.25 * 16)
+    assert layer.capacity(16) == cap
+    load = (gates > 0).sum(0)  # (T, E)
+    expected_overflow = np.maximum(load - cap, 0).sum()
+    assert expected_overflow > 0  # the test case really overflows
+    kept = np.zeros_like(gates)  # NumPy: keep the `cap` largest gates of each expert
+    for t in range(T):
+        for e in range(E):
+            top = np.argsort(-gates[:, t, e])[:cap]
+            kept[top, t, e] = gates[top, t, e]
+    np.testing.assert_allclose(_np(layer(x)), _reference(layer, x, kept), rtol=1e-4, atol=1e-4)
+    stats = layer.inference_stats()
+    assert stats["overflow"] == expected_overflow
+    assert stats["active"] == (gates > 0).sum()
+    layer.reset_inference_stats()
+    assert layer.inference_stats()["gates"] == 0
+
+
+def test_capacity_and_flops():
+    layer = _layer("relu", target_active_ratio=0.25, capacity_factor=1.25)
+    assert layer.capacity(4096) == 1280
+    assert layer.capacity(1) == 1
+    assert layer.flops_per_sample() == 4 * T * E * 0.25 * D * 4 + 2 * T * D * E
+    topk = _layer("topk", top_k=1, capacity_factor=2.0)
+    assert topk.budget_ratio() == 0.25 and topk.capacity(10) == 5
+
+
+# ---------------------------------------------------------------- training and config
+
+
+def test_lambda_updates_inside_jitted_fit_and_reaches_history():
+    inputs = keras.Input((T, D))
+    moe = SparseMoE(E, hidden_ratio=0.5, target_active_ratio=0.25, name="moe")
+    out = keras.layers.Dense(1)(keras.layers.Flatten()(moe(inputs)))
+    model = keras.Model(inputs, out)
+    model.compile(keras.optimizers.SGD(0.01), "mse", jit_compile=True)
+    monitor = MoEMonitor(every_n_batches=1, per_token=True)
+    history = model.fit(
+        _x(0, batch=32), np.ones((32, 1)), batch_size=8, epochs=2, verbose=0, callbacks=[monitor]
+    )
+    lam = _np(moe.l1_lambda)
+    steps = math.log(lam / 1e-8) / math.log(1.2)
+    assert lam != pytest.approx(1e-8)
+    assert abs(steps - round(steps)) < 1e-3 and abs(round(steps)) <= 8  # one update per step
+    assert len(monitor.records) == 8
+    assert history.history["moe/moe/l1_lambda"][-1] == pytest.approx(float(lam))
+    ratios = history.history["moe/moe/active_ratio"]
+    assert len(ratios) == 2 and all(0 <= r <= 1 for r in ratios)
+    assert "moe/moe/token_2/active_ratio" in history.history
+    np.testing.assert_allclose(
+        monitor.records[-1]["moe"]["router_active_ratio"], _np(moe.router_active_ratio)
+    )
+
+
+def test_plot_active_ratio(tmp_path):
+    records = [
+        {"step": s, "m": {"router_active_ratio": [0.5 / s, 0.3], "l1_lambda": 1.0}}
+        for s in (1, 2, 3)
+    ]
+    path = plot_active_ratio(records, str(tmp_path / "fig4.png"), target=0.25)
+    assert (tmp_path / "fig4.png").stat().st_size > 1000 and path.endswith("fig4.png")
+    with pytest.raises(ValueError, match="records"):
+        plot_active_ratio([], str(tmp_path / "x.png"))
+
+
+def test_mixed_precision_losses_are_float32():
+    layer = SparseMoE(E, hidden_ratio=0.5, routing="dtsi", dtype="mixed_bfloat16")
+    y = layer(_x(), training=True)
+    dtype = keras.backend.standardize_dtype
+    assert dtype(y.dtype) == "bfloat16"
+    assert all(dtype(loss.dtype) == "float32" for loss in layer.losses) and layer.losses
+    assert layer.l1_lambda.dtype == "float32"
+    assert layer.infer_router.compute_dtype == "bfloat16"
+
+
+def test_config_and_keras_file_round_trip(tmp_path):
+    inputs = keras.Input((T, D))
+    moe = SparseMoE(E, hidden_ratio=0.5, routing="dtsi", capacity_factor=3.0, name="moe")
+    model = keras.Model(inputs, moe(inputs))
+    model.get_layer("moe").l1_lambda.assign(0.125)
+    config = moe.get_config()
+    assert SparseMoE.from_config(config).get_config() == config
+    path = str(tmp_path / "moe.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    x = _x(7)
+    np.testing.assert_allclose(_np(loaded(x)), _np(model(x)), rtol=1e-6)
+    assert _np(loaded.get_layer("moe").l1_lambda) == pytest.approx(0.125)
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"num_experts": 0}, "num_experts"),
+        ({"target_active_ratio": 1.5}, "target_active_ratio"),
+        ({"routing": "softmax"}, "routing"),
+        ({"l1_multiplier": 1.0}, "l1_multiplier"),
+        ({"top_k": 9}, "top_k"),
+        ({"inference_mode": "fast"}, "inference_mode"),
+        ({"capacity_factor": 0}, "capacity_factor"),
+        ({"load_balance_weight": -1}, "load_balance_weight"),
+    ],
+)
+def test_bad_arguments_name_the_argument(kwargs, name):
+    args = {"num_experts": E, **kwargs}
+    with pytest.raises(ValueError, match=name):
+        SparseMoE(**args)
