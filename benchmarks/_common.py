@@ -20,6 +20,7 @@ the GPU route).
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import time
@@ -355,6 +356,90 @@ def make_steps(model, features, batch_size, optimizer=None, jit=True, donate=Tru
 def step_timer(steps_obj, mode: str, steps: int) -> Callable[[], tuple[float, float]]:
     fn = steps_obj.train if mode == "train" else steps_obj.infer
     return lambda: median_time(fn, steps, steps_obj.sync)
+
+
+# ----------------------------------------------------------------------------- measure
+
+
+def steps_for(timer_one, seconds: float) -> int:
+    """Calls per timed block so that one block lasts about `seconds` (after a warm-up call)."""
+    t = timer_one()[0]
+    return max(1, math.ceil(seconds / max(t, 1e-6)))
+
+
+def measure(
+    entries: dict,
+    compute_dtype: str,
+    peak_size: int = 2048,
+    seconds: float = 1.0,
+    repeats: int = 7,
+) -> tuple[dict[str, list[tuple[float, float]]], list[str]]:
+    """Interleaved timings of model steps and of the matmul peak kernels.
+
+    Args:
+        entries: `{key: (steps_object, "train" | "infer")}` (from `make_steps`).
+        compute_dtype: dtype of the peak matmul (the models' compute dtype).
+        peak_size: square matmul size of the peak.
+        seconds: target length of one timed block.
+        repeats: timed rounds; every round times every entry and every peak kernel once.
+
+    Returns:
+        `(samples, peak_keys)`: `samples[key]` lists `(wall, cpu)` seconds per call.
+    """
+    # Peak kernels: on TF the XLA and the non-XLA matmul; the faster median is the peak.
+    peak_kernels = {"xla": True} if BACKEND == "jax" else {"xla": True, "eager": False}
+    timers = {}
+    for name, kjit in peak_kernels.items():
+        probe = matmul_timer(peak_size, compute_dtype, 1, kjit)
+        probe()  # compile
+        timers[f"peak_{name}"] = matmul_timer(
+            peak_size, compute_dtype, steps_for(probe, seconds / 2), kjit
+        )
+    for key, (steps_obj, mode) in entries.items():
+        probe = step_timer(steps_obj, mode, 1)
+        probe()  # trace + compile
+        probe()
+        timers[key] = step_timer(steps_obj, mode, steps_for(probe, seconds))
+    samples = interleaved(timers, repeats, warmup=1)
+    return samples, [k for k in timers if k.startswith("peak_")]
+
+
+def summarize(samples, peak_keys, key, mode, batch_size, forward_flops, peak_size) -> dict:
+    """Throughput, latency and MFU of `samples[key]` against the interleaved matmul peak.
+
+    A training step counts `3 x forward_flops` per sample (forward + two backward matmuls).
+    """
+    mm = matmul_flops(peak_size)
+    peak_wall = {k: med(wall(samples[k])) for k in peak_keys}
+    best = min(peak_wall, key=peak_wall.get)
+    peak = mm / peak_wall[best]
+    peak_cpu = mm / med(cpu(samples[best]))
+    t = med(wall(samples[key]))
+    t_cpu = med(cpu(samples[key]))
+    flops_per_sample = (3 if mode == "train" else 1) * forward_flops
+    sps = batch_size / t
+    fps = sps * flops_per_sample
+    # MFU of each round against the best peak kernel timed right next to it (noise check).
+    paired = [
+        batch_size * flops_per_sample / w / (mm / min(samples[k][i][0] for k in peak_keys))
+        for i, (w, _) in enumerate(samples[key])
+    ]
+    return {
+        "mode": mode,
+        "step_ms": t * 1e3,
+        "step_ms_min": min(wall(samples[key])) * 1e3,
+        "samples_per_s": sps,
+        "flops_per_sample": flops_per_sample,
+        "flops_per_s": fps,
+        "peak_flops_per_s": peak,
+        "peak_kernel": best,
+        "peak_flops_per_s_by_kernel": {k: mm / v for k, v in peak_wall.items()},
+        "mfu": fps / peak,
+        "mfu_paired_median": med(paired),
+        # Load-robust cross-check: achieved FLOPs per CPU-second over the peak's.
+        "mfu_cpu_time": (batch_size * flops_per_sample / t_cpu) / peak_cpu,
+        "cpu_per_wall": t_cpu / t,
+    }
 
 
 # ----------------------------------------------------------------------------- output

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 
@@ -70,75 +69,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _steps_for(timer_one, seconds: float) -> int:
-    """Calls per timed block so that one block lasts about `seconds` (after a warm-up call)."""
-    t = timer_one()[0]
-    return max(1, math.ceil(seconds / max(t, 1e-6)))
-
-
-def measure(model, features, args, modes, optimizer, jit, extra_timers=None):
-    """Interleaved timings of the model steps and the matmul peak kernels.
-
-    Returns `(samples, peak_keys)`: `samples[key]` is a list of `(wall, cpu)` seconds per call.
-    """
-    compute_dtype = keras.dtype_policies.get(args.dtype).compute_dtype
-    steps = C.make_steps(
-        model, features, args.batch_size, optimizer, jit=jit, donate=not args.no_donate
-    )
-    # Peak kernels: the XLA and the non-XLA matmul (TF); the best median is the peak.
-    peak_kernels = {"xla": True} if C.BACKEND == "jax" else {"xla": True, "eager": False}
-    timers = {}
-    for name, kjit in peak_kernels.items():
-        probe = C.matmul_timer(args.peak_size, compute_dtype, 1, kjit)
-        probe()  # compile
-        n = _steps_for(probe, args.seconds / 2)
-        timers[f"peak_{name}"] = C.matmul_timer(args.peak_size, compute_dtype, n, kjit)
-    for mode in modes:
-        probe = C.step_timer(steps, mode, 1)
-        probe()  # trace + compile
-        probe()
-        timers[mode] = C.step_timer(steps, mode, _steps_for(probe, args.seconds))
-    timers.update(extra_timers or {})
-    samples = C.interleaved(timers, args.repeats, warmup=1)
-    return samples, [k for k in timers if k.startswith("peak_")]
-
-
-def summarize(samples, peak_keys, mode, batch_size, forward_flops, peak_size) -> dict:
-    """MFU and friends for one mode from interleaved `(wall, cpu)` samples."""
-    mm = C.matmul_flops(peak_size)
-    peak_wall = {k: C.med(C.wall(samples[k])) for k in peak_keys}
-    best = min(peak_wall, key=peak_wall.get)
-    peak = mm / peak_wall[best]
-    peak_cpu = mm / C.med(C.cpu(samples[best]))
-    t = C.med(C.wall(samples[mode]))
-    t_cpu = C.med(C.cpu(samples[mode]))
-    flops_per_sample = (3 if mode == "train" else 1) * forward_flops
-    sps = batch_size / t
-    fps = sps * flops_per_sample
-    # MFU of each round against the best peak kernel timed right next to it (noise check).
-    paired = [
-        batch_size * flops_per_sample / w / (mm / min(samples[k][i][0] for k in peak_keys))
-        for i, (w, _) in enumerate(samples[mode])
-    ]
-    return {
-        "mode": mode,
-        "step_ms": t * 1e3,
-        "step_ms_min": min(C.wall(samples[mode])) * 1e3,
-        "latency_ms": t * 1e3,
-        "samples_per_s": sps,
-        "flops_per_sample": flops_per_sample,
-        "flops_per_s": fps,
-        "peak_flops_per_s": peak,
-        "peak_kernel": best,
-        "peak_flops_per_s_by_kernel": {k: mm / v for k, v in peak_wall.items()},
-        "mfu": fps / peak,
-        "mfu_paired_median": C.med(paired),
-        # Load-robust cross-check: achieved FLOPs per CPU-second over the peak's.
-        "mfu_cpu_time": (batch_size * flops_per_sample / t_cpu) / peak_cpu,
-        "cpu_per_wall": t_cpu / t,
-    }
-
-
 def run(args: argparse.Namespace) -> dict:
     keras.utils.set_random_seed(0)
     config = get_preset(args.preset)
@@ -153,9 +83,19 @@ def run(args: argparse.Namespace) -> dict:
     optimizer = C.make_optimizer(args.optimizer) if args.mode in ("train", "both") else None
     modes = ["train", "infer"] if args.mode == "both" else [args.mode]
     load_before = C.load_info()
-    samples, peak_keys = measure(model, features, args, modes, optimizer, jit)
+    steps = C.make_steps(
+        model, features, args.batch_size, optimizer, jit=jit, donate=not args.no_donate
+    )
+    samples, peak_keys = C.measure(
+        {m: (steps, m) for m in modes},
+        compute_dtype,
+        peak_size=args.peak_size,
+        seconds=args.seconds,
+        repeats=args.repeats,
+    )
     result = {
-        m: summarize(samples, peak_keys, m, args.batch_size, fwd, args.peak_size) for m in modes
+        m: C.summarize(samples, peak_keys, m, m, args.batch_size, fwd, args.peak_size)
+        for m in modes
     }
     rows = [result[m] for m in modes]
     peak_row = {k: v / 1e9 for k, v in rows[0]["peak_flops_per_s_by_kernel"].items()}
