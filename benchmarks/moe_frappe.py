@@ -105,7 +105,7 @@ def _set_inference_mode(model, layers, mode):
     model.predict_function = None  # re-trace with the new mode
 
 
-def _throughput(model, features, batch_size, repeats=3):
+def _throughput(model, features, batch_size, repeats=2):
     model.predict(features, batch_size=batch_size, verbose=0)  # trace / compile
     best = math.inf
     for _ in range(repeats):
@@ -269,7 +269,7 @@ def main(argv=None) -> int:
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--fractions", nargs="+", type=float, default=list(FRACTIONS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--patience", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=4096)
     p.add_argument("--learning-rate", type=float, default=3e-3)
