@@ -260,3 +260,56 @@ def test_local_client_and_predict_cli(served, grpc_double, tmp_path, capsys):
         out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert code == 0
         np.testing.assert_allclose(out["like"], expected["like"], atol=1e-6)
+
+
+def test_serving_kit_configs_parse():
+    """serving/models.config and batching_parameters.txt parse as TF Serving's text protos."""
+    import os
+    import re
+
+    from google.protobuf import (
+        descriptor_pb2,
+        descriptor_pool,
+        message_factory,
+        text_format,
+        wrappers_pb2,
+    )
+    from tensorflow_serving.config import model_server_config_pb2
+
+    kit = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "serving")
+    with open(os.path.join(kit, "models.config")) as f:
+        config = text_format.Parse(f.read(), model_server_config_pb2.ModelServerConfig())
+    (model,) = config.model_config_list.config
+    assert model.name == "rankmixer" and model.base_path == "/models/rankmixer"
+    assert model.model_version_policy.latest.num_versions == 2
+
+    # BatchingParameters (tensorflow_serving/servables/tensorflow/session_bundle_config.proto)
+    # is not in the pip package: rebuild the fields this file uses, then parse strictly.
+    file = descriptor_pb2.FileDescriptorProto(
+        name="batching_test.proto", package="t", dependency=["google/protobuf/wrappers.proto"]
+    )
+    msg = file.message_type.add(name="BatchingParameters")
+    F = descriptor_pb2.FieldDescriptorProto
+    for i, name in enumerate(
+        ["max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads"]
+    ):
+        msg.field.add(
+            name=name, number=i + 1, type=F.TYPE_MESSAGE, type_name=".google.protobuf.Int64Value"
+        )
+    msg.field.add(name="allowed_batch_sizes", number=6, type=F.TYPE_INT64, label=F.LABEL_REPEATED)
+    msg.field.add(name="pad_variable_length_inputs", number=7, type=F.TYPE_BOOL)
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
+    pool.Add(file)
+    cls = message_factory.GetMessageClass(pool.FindMessageTypeByName("t.BatchingParameters"))
+    with open(os.path.join(kit, "batching_parameters.txt")) as f:
+        params = text_format.Parse(f.read(), cls())
+    sizes = list(params.allowed_batch_sizes)
+    assert sizes == sorted(sizes) and sizes[-1] == params.max_batch_size.value
+    assert params.batch_timeout_micros.value > 0 and params.num_batch_threads.value > 0
+
+    with open(os.path.join(kit, "docker-compose.yml")) as f:
+        compose = f.read()
+    for needed in ("8500:8500", "8501:8501", "/config/models.config", "batching_parameters.txt"):
+        assert needed in compose
+    assert re.search(r"--enable_batching=true", compose)
