@@ -11,8 +11,9 @@ Keras** (checked: `keras` absent from `sys.modules` at the end) loads it with
 - per batch size (1, 64, 512): `--calls` single requests one after another, each timed from
   the call to the host copy of the outputs; p50 / p99 latency, and throughput =
   batch / mean latency (one client, no server-side batching or gRPC overhead);
-- the matmul peak of this machine in the same process: a `--peak-size`^3 float32 `tf.matmul`
-  (no XLA, as served), timed between the models so both see the same machine load;
+- the matmul peak of this machine in the same process: a `--peak-size`^3 `tf.matmul` in the
+  export's compute dtype (float32, or bf16 / fp16 with `--precision`), no XLA as served, best
+  of 3 after every (model, batch) row, so both see the same machine load;
 - serving MFU = FLOPs/sample x samples/s / peak. FLOPs/sample is the package counter
   (`count_model`: forward matmul FLOPs, 2 per multiply-add).
 
@@ -108,7 +109,11 @@ def measure(spec_file: str) -> None:
     with open(spec_file) as f:
         spec = json.load(f)
     rng = np.random.default_rng(spec["seed"])
-    a = tf.constant(rng.standard_normal((spec["peak_size"],) * 2).astype("float32"))
+    # The peak in the compute dtype of the export (bf16 / fp16 exports compute in that dtype).
+    a = tf.cast(
+        tf.constant(rng.standard_normal((spec["peak_size"],) * 2).astype("float32")),
+        spec["peak_dtype"],
+    )
     matmul = tf.function(lambda x: tf.matmul(x, x))
     matmul(a).numpy()
 
@@ -206,6 +211,7 @@ def main(argv=None) -> int:
         "calls": args.calls,
         "seconds": args.seconds,
         "peak_size": args.peak_size,
+        "peak_dtype": args.precision,
         "seed": args.seed,
     }
     spec_file = os.path.join(tmp, "spec.json")
@@ -231,7 +237,10 @@ def main(argv=None) -> int:
         f"CPU x{os.cpu_count()} (no GPU), TensorFlow {tf.__version__}, precision "
         f"{args.precision}, SavedModel loaded without Keras, no XLA; load avg {load_info()}"
     )
-    print(f"matmul peak (float32 {args.peak_size}^3, best of run): {peak / 1e9:.1f} GFLOP/s")
+    print(
+        f"matmul peak ({args.precision} {args.peak_size}^3 tf.matmul, best of run): "
+        f"{peak / 1e9:.1f} GFLOP/s"
+    )
     header = "| model | dense params | MFLOPs/sample | batch | p50 ms | p99 ms | samples/s | GFLOP/s | MFU |"
     print(header)
     print("|---" * (header.count("|") - 1) + "|")
