@@ -81,3 +81,49 @@ def test_build_rankmixer_with_moe():
     np.testing.assert_allclose(sparse, dense, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="ffn_factory"):
         build_rankmixer(features, 2, 8, 1, moe=moe, ffn_factory=lambda i: keras.layers.Identity())
+
+
+_MIRRORED = """
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import json, keras, numpy as np
+from keras_rankmixer.layers import SparseMoE
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+    inputs = keras.Input((3, 8))
+    moe = SparseMoE(4, hidden_ratio=0.5, target_active_ratio=0.25, name="moe")
+    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Flatten()(moe(inputs))))
+    model.compile("sgd", "mse", jit_compile=False)
+x = np.random.default_rng(0).random((32, 3, 8)).astype("float32")
+model.fit(x, np.ones((32, 1)), batch_size=8, epochs=1, verbose=0)
+model.predict(x[:16], batch_size=16, verbose=0)
+print(json.dumps({"replicas": strategy.num_replicas_in_sync,
+                  "lambda": float(moe.l1_lambda.numpy()),
+                  "active": float(moe.active_ratio.numpy()),
+                  "gates": moe.inference_stats()["gates"]}))
+"""
+
+
+def test_lambda_update_under_mirrored_strategy(tmp_path):
+    """Two CPU replicas: the in-call lambda update runs in replica context (fit, no XLA)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "mirrored.py"
+    script.write_text(_MIRRORED)
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=root
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["replicas"] == 2
+    # 4 steps (32 rows / global batch 8): one x1.2 or /1.2 update per step, never per replica
+    steps = np.log(result["lambda"] / 1e-8) / np.log(1.2)
+    assert abs(steps - round(steps)) < 1e-3 and abs(round(steps)) <= 4 and round(steps) % 2 == 0
+    assert 0.0 <= result["active"] <= 1.0
+    assert result["gates"] == 16 * 3 * 4  # inference counters summed over replicas exactly once
