@@ -295,15 +295,22 @@ def build_model(config: dict, specs: list):
     return set_embedding_l2(model, config["embedding_l2"])
 
 
-def build_and_train(config: dict, scope=None) -> dict:
+def build_and_train(config: dict, scope=None, extra_callbacks=()) -> dict:
     """Train per `config` into `config["run_dir"]`; returns the final metrics dict.
 
     Args:
         config: A dict with the keys of `DEFAULTS` (missing keys take the defaults).
         scope: Optional callable returning a context manager; model construction and
             compilation run inside it (e.g. `strategy.scope`).
+        extra_callbacks: More Keras callbacks, run after the run-dir ones.
     """
+    import warnings
+
     import keras
+
+    # Streaming datasets have no known length; Keras warns at every epoch end otherwise.
+    warnings.filterwarnings("ignore", message=".*ran out of data.*")
+    warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed.*")
 
     from keras_rankmixer import runs
     from keras_rankmixer.features import feature_to_config
@@ -377,7 +384,7 @@ def build_and_train(config: dict, scope=None) -> dict:
         data.get("valid"),
         patience=config["patience"] or None,
         reduce_lr_on_plateau=config["reduce_lr_on_plateau"],
-    )
+    ) + list(extra_callbacks)
     verbose = config["verbose"]
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2

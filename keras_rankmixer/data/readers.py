@@ -380,14 +380,20 @@ class _Converter:
         pad = "" if f.dtype == "string" else -1
         out = np.full((n, length), pad, dtype=object if f.dtype == "string" else "int64")
         bad = np.zeros(n, bool)
-        missing = self._is_missing(raw) if raw.dtype != object or raw.ndim == 1 else None
+        missing = np.zeros(n, bool)
         trunc = 0
         for i, cell in enumerate(raw):
-            if missing is not None and missing[i]:
-                continue
-            items = list(cell) if isinstance(cell, list | tuple | np.ndarray) else None
-            if items is None:
+            if isinstance(cell, list | tuple | np.ndarray):
+                items = list(cell)
+            elif cell is None or (isinstance(cell, float) and np.isnan(cell)):
+                items = []
+            else:
                 items = [t for t in str(cell).split(self.delimiter) if t.strip() != ""]
+                if len(items) == 1 and items[0].strip() in _MISSING_TEXT:
+                    items = []
+            if not items:
+                missing[i] = True
+                continue
             if len(items) > length:
                 trunc += 1
                 items = items[:length]
@@ -407,8 +413,6 @@ class _Converter:
                     bad[i] = True
                     continue
                 out[i, : len(items)] = vals.astype("int64")
-        if missing is None:
-            missing = np.zeros(n, bool)
         return out, bad, missing, trunc
 
 

@@ -164,7 +164,7 @@ def build_dcnv2(
     >>> feats = [CategoricalFeature("user", vocabulary_size=10, embedding_dim=4),
     ...          CategoricalFeature("item", vocabulary_size=20, embedding_dim=4)]
     >>> model = build_dcnv2(feats, num_cross_layers=2, hidden_units=(8,))
-    >>> len([l for l in model.layers if "cross" in l.name])
+    >>> len([l for l in model.layers if l.name.startswith("cross_") and "deep" not in l.name])
     2
 
     References:
