@@ -41,11 +41,13 @@ def register(subparsers) -> None:
 
 def resolve_source(source: str) -> tuple[str, str | None]:
     """(path of the .keras file, path of features.json or None) for a file or run directory."""
+    from keras_rankmixer.runs import FEATURES_FILE, MODEL_FILE  # the `rankmixer train` layout
+
     if os.path.isdir(source):
-        model_path = os.path.join(source, "model.keras")
+        model_path = os.path.join(source, MODEL_FILE)
         if not os.path.exists(model_path):
-            raise FileNotFoundError(f"{source} is a directory without model.keras.")
-        features_path = os.path.join(source, "features.json")
+            raise FileNotFoundError(f"{source} is a directory without {MODEL_FILE}.")
+        features_path = os.path.join(source, FEATURES_FILE)
         return model_path, features_path if os.path.exists(features_path) else None
     if not source.endswith(".keras"):
         raise ValueError(f"SOURCE must be a .keras file or a run directory, got {source!r}.")
