@@ -8,14 +8,18 @@ Keras** (checked: `keras` absent from `sys.modules` at the end) loads it with
 `tf.saved_model.load` and times the `serving_default` signature, as TF Serving would run it
 (no XLA, TF's default CPU thread pools):
 
-- per batch size (1, 64, 512): `--calls` single requests one after another, each timed from
-  the call to the host copy of the outputs; p50 / p99 latency, and throughput =
+- per batch size (1, 64, 512): up to `--calls` single requests one after another (at least 7
+  per round, else up to `--seconds`), each timed from the call to the host copy of the
+  outputs, in `--rounds` rounds that interleave all models and batch sizes (so load changes
+  of a shared machine hit every row alike); p50 / p99 latency, and throughput =
   batch / mean latency (one client, no server-side batching or gRPC overhead);
 - the matmul peak of this machine in the same process: a `--peak-size`^3 `tf.matmul` in the
   export's compute dtype (float32, or bf16 / fp16 with `--precision`), no XLA as served, best
-  of 3 after every (model, batch) row, so both see the same machine load;
-- serving MFU = FLOPs/sample x samples/s / peak. FLOPs/sample is the package counter
-  (`count_model`: forward matmul FLOPs, 2 per multiply-add).
+  of 3 after every timed block;
+- serving MFU = FLOPs/sample x samples/s / peak, with peak = the best of the run (`MFU`) and
+  the median of the peaks measured right after that row's blocks (`MFU near`, less sensitive
+  to load). FLOPs/sample is the package counter (`count_model`: forward matmul FLOPs, 2 per
+  multiply-add).
 
 Prints a table and, last, one JSON line. Usage (what `benchmarks/RESULTS.md` records):
 
@@ -55,8 +59,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--models", default="tiny,small", help="tiny, small or model names, comma-sep")
     p.add_argument("--batch-sizes", default="1,64,512")
-    p.add_argument("--calls", type=int, default=200, help="timed requests per batch size (max)")
-    p.add_argument("--seconds", type=float, default=6.0, help="time budget per batch size")
+    p.add_argument("--calls", type=int, default=300, help="timed requests per batch size (max)")
+    p.add_argument("--seconds", type=float, default=9.0, help="time budget per batch size")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds over the models")
     p.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--peak-size", type=int, default=2048)
     p.add_argument("--seed", type=int, default=0)
@@ -126,34 +131,49 @@ def measure(spec_file: str) -> None:
         return 2.0 * spec["peak_size"] ** 3 / best
 
     peaks = [peak()]
-    rows = []
+    fns, inputs = {}, {}
     for model in spec["models"]:
-        fn = tf.saved_model.load(model["path"]).signatures["serving_default"]
+        fns[model["name"]] = fn = tf.saved_model.load(model["path"]).signatures["serving_default"]
         for batch in spec["batch_sizes"]:
-            inputs = {
+            inputs[model["name"], batch] = x = {
                 name: tf.constant(rng.integers(0, vocab, batch), tf.int64)
                 for name, vocab in model["vocab"].items()
             }
             for _ in range(5):  # warm-up (the warmup records do this in TF Serving)
-                [v.numpy() for v in fn(**inputs).values()]
-            times = []
-            budget = time.perf_counter() + spec["seconds"]
-            while len(times) < spec["calls"] and (len(times) < 20 or time.perf_counter() < budget):
+                [v.numpy() for v in fn(**x).values()]
+    # Rounds interleave the models (and a peak measurement after each block), so that load
+    # changes of this shared machine spread over all rows instead of hitting one model.
+    rounds = spec["rounds"]
+    times = {key: [] for key in inputs}
+    near = {key: [] for key in inputs}
+    for _ in range(rounds):
+        for (name, batch), x in inputs.items():
+            fn, block = fns[name], times[name, batch]
+            start = len(block)
+            budget = time.perf_counter() + spec["seconds"] / rounds
+            while len(block) - start < spec["calls"] // rounds and (
+                len(block) - start < 7 or time.perf_counter() < budget
+            ):
                 t = time.perf_counter()
-                [v.numpy() for v in fn(**inputs).values()]
-                times.append(time.perf_counter() - t)
+                [v.numpy() for v in fn(**x).values()]
+                block.append(time.perf_counter() - t)
             peaks.append(peak())
-            mean = statistics.fmean(times)
+            near[name, batch].append(peaks[-1])
+    rows = []
+    for model in spec["models"]:
+        for batch in spec["batch_sizes"]:
+            t = times[model["name"], batch]
+            mean = statistics.fmean(t)
             rows.append(
                 {
                     "model": model["name"],
                     "batch": batch,
-                    "calls": len(times),
-                    "p50_ms": 1e3 * float(np.percentile(times, 50)),
-                    "p99_ms": 1e3 * float(np.percentile(times, 99)),
+                    "calls": len(t),
+                    "p50_ms": 1e3 * float(np.percentile(t, 50)),
+                    "p99_ms": 1e3 * float(np.percentile(t, 99)),
                     "samples_per_s": batch / mean,
                     "model_flops_per_s": model["flops_per_sample"] * batch / mean,
-                    "peak_flops_per_s_near": peaks[-1],
+                    "peak_flops_per_s_near": statistics.median(near[model["name"], batch]),
                 }
             )
     keras_loaded = sorted(m for m in sys.modules if m == "keras" or m.startswith("keras."))
@@ -210,6 +230,7 @@ def main(argv=None) -> int:
         "batch_sizes": [int(b) for b in args.batch_sizes.split(",")],
         "calls": args.calls,
         "seconds": args.seconds,
+        "rounds": args.rounds,
         "peak_size": args.peak_size,
         "peak_dtype": args.precision,
         "seed": args.seed,
@@ -241,12 +262,16 @@ def main(argv=None) -> int:
         f"matmul peak ({args.precision} {args.peak_size}^3 tf.matmul, best of run): "
         f"{peak / 1e9:.1f} GFLOP/s"
     )
-    header = "| model | dense params | MFLOPs/sample | batch | p50 ms | p99 ms | samples/s | GFLOP/s | MFU |"
+    header = (
+        "| model | dense params | MFLOPs/sample | batch | p50 ms | p99 ms | samples/s | GFLOP/s "
+        "| MFU | MFU near |"
+    )
     print(header)
     print("|---" * (header.count("|") - 1) + "|")
     for row in measured["rows"]:
         m = info[row["model"]]
         row["mfu"] = row["model_flops_per_s"] / peak
+        row["mfu_near"] = row["model_flops_per_s"] / row["peak_flops_per_s_near"]
         row["dense_params"] = m["dense_params"]
         row["params"] = m["params"]
         row["flops_per_sample"] = m["flops_per_sample"]
@@ -254,7 +279,7 @@ def main(argv=None) -> int:
             f"| {row['model']} | {m['dense_params']:,} | {m['flops_per_sample'] / 1e6:.2f} | "
             f"{row['batch']} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
             f"{row['samples_per_s']:,.0f} | {row['model_flops_per_s'] / 1e9:.2f} | "
-            f"{100 * row['mfu']:.1f}% |"
+            f"{100 * row['mfu']:.1f}% | {100 * row['mfu_near']:.1f}% |"
         )
     print(
         json.dumps(
