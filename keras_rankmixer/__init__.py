@@ -7,9 +7,12 @@ Public API:
 - `build_rankmixer`, `build_from_preset`, `PRESETS`: the functional model.
 - `CategoricalFeature`, `SequenceFeature`, `NumericFeature`: feature specs.
 - `count_model`, `count_config`: parameter and FLOP counters.
+- `export_saved_model`: SavedModel for TF Serving (`keras_rankmixer.export`; clients in
+  `keras_rankmixer.serving`).
 """
 
 from keras_rankmixer import layers
+from keras_rankmixer.export import export_saved_model
 from keras_rankmixer.features import (
     CategoricalFeature,
     FeatureError,
@@ -33,6 +36,7 @@ __all__ = [
     "count_config",
     "count_model",
     "eq12",
+    "export_saved_model",
     "get_preset",
     "layers",
     "validate_features",
