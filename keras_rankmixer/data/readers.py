@@ -465,7 +465,8 @@ def _iter_text(path, fmt, converter, report, chunk_rows, column_names, delimiter
             start += n
             yield {c: chunk[c].to_numpy() for c in converter.expected}, where
     except pd.errors.ParserError as e:
-        raise DataError(f"{path}: malformed row: {e} (expected {len(names)} fields).") from None
+        detail = str(e).strip().replace("Error tokenizing data. C error: ", "")
+        raise DataError(f"{path}: malformed row: {detail} (columns: {names}).") from None
     _count_malformed(skipped_lines, report, path)
 
 
