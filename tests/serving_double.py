@@ -224,7 +224,12 @@ def rest_server(path: str, model_name: str):
                         "signature_name": "",
                         "version": str(served.version),
                     },
-                    "metadata": {"signature_def": json_format.MessageToDict(sig_map)},
+                    # TF Serving prints proto field names (snake_case), without "@type".
+                    "metadata": {
+                        "signature_def": json_format.MessageToDict(
+                            sig_map, preserving_proto_field_name=True
+                        )
+                    },
                 },
             )
 

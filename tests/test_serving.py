@@ -38,6 +38,7 @@ from keras_rankmixer.serving import (  # noqa: E402
     TensorInfo,
     parse_rest_response,
     rest_request_body,
+    signatures_from_rest_metadata,
     signatures_from_saved_model,
     validate_request,
 )
@@ -173,6 +174,27 @@ def test_rest_round_trip_instances_and_inputs(served):
     assert col["inputs"]["user"] == [7, 500, -1]
     assert col["inputs"]["city"] == ["rome", "berlin", ""]
     assert col["inputs"]["history"] == [[1, 2, -1], [-1, -1, -1], [4, 4, 4]]
+
+
+def test_rest_metadata_in_both_json_spellings(served):
+    from google.protobuf import json_format
+    from tensorflow.core.protobuf import saved_model_pb2
+    from tensorflow_serving.apis import get_model_metadata_pb2
+
+    result, _ = served
+    proto = saved_model_pb2.SavedModel()
+    with open(f"{result.path}/saved_model.pb", "rb") as f:
+        proto.ParseFromString(f.read())
+    sig_map = get_model_metadata_pb2.SignatureDefMap()
+    for name, sig in proto.meta_graphs[0].signature_def.items():
+        sig_map.signature_def[name].CopyFrom(sig)
+    expected = signatures_from_saved_model(result.path)
+    for snake in (True, False):
+        body = {"metadata": {"signature_def": json_format.MessageToDict(sig_map, snake)}}
+        assert signatures_from_rest_metadata(body) == expected
+    assert sorted(expected) == ["serving_default", "tf_example"]
+    with pytest.raises(ServingError, match="no metadata.signature_def"):
+        signatures_from_rest_metadata({"error": "x"})
 
 
 def test_rest_json_matches_documented_formats():
