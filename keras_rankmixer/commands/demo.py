@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
-import time
 
 
 def register(subparsers) -> None:
@@ -24,60 +21,34 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import keras
+    from keras_rankmixer import runs
+    from keras_rankmixer.commands.train import build_and_train
 
-    from keras_rankmixer.data import make_click_data
-    from keras_rankmixer.flops import count_model
-    from keras_rankmixer.models import build_from_preset
-    from keras_rankmixer.training import compile_for_ranking
-
-    keras.utils.set_random_seed(args.seed)
-    print(f"[demo] generating {args.samples:,} synthetic click rows (seed {args.seed}) ...")
-    data = make_click_data(args.samples, seed=args.seed)
-    train, valid = data.split(0.8)
-    model = build_from_preset(args.preset, data.specs, tasks=["click"])
-    stats = count_model(model)
     print(
-        f"[demo] RankMixer preset '{args.preset}': {stats['dense_params']:,} dense + "
-        f"{stats['embedding_params']:,} embedding params, "
-        f"{stats['flops_per_sample']:,} FLOPs/sample"
+        f"[demo] {args.samples:,} synthetic click rows (seed {args.seed}), preset '{args.preset}'"
     )
-    compile_for_ranking(model, learning_rate=args.learning_rate, jit_compile=True)
-    start = time.time()
-    model.fit(
-        train.features,
-        train.labels,
-        validation_data=(valid.features, valid.labels),
-        batch_size=args.batch_size,
-        epochs=args.epochs,
-        callbacks=[
-            # Click logs overfit after an epoch or two (rare ids get memorised): keep the best.
-            keras.callbacks.EarlyStopping(
-                monitor="val_auc", mode="max", patience=1, restore_best_weights=True
-            )
-        ],
-        verbose=1 if sys.stdout.isatty() else 2,
-    )
-    results = model.evaluate(
-        valid.features, valid.labels, batch_size=4096, verbose=0, return_dict=True
-    )
-    oracle = keras.metrics.AUC()
-    oracle.update_state(valid.labels["click"], valid.probabilities["click"])
-    os.makedirs(args.output, exist_ok=True)
-    path = os.path.join(args.output, "model.keras")
-    model.save(path)
-    metrics = {
-        "valid_auc": float(results["auc"]),
-        "valid_logloss": float(results["loss"]),
-        "oracle_auc": float(oracle.result()),
-        "train_seconds": round(time.time() - start, 1),
-        "model": path,
+    config = {
+        "model": "rankmixer",
+        "preset": args.preset,
+        "synthetic_samples": args.samples,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate,
+        "seed": args.seed,
+        # Click logs overfit after an epoch or two (rare ids get memorised): keep the best.
+        "patience": 1,
+        "run_dir": args.output,
+        # A finished demo is retrained; an interrupted one resumes (same command again).
+        "overwrite": os.path.exists(os.path.join(args.output, runs.METRICS_FILE)),
     }
-    with open(os.path.join(args.output, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
+    metrics = build_and_train(config)
     print(
-        f"[demo] validation AUC {metrics['valid_auc']:.4f} (Bayes-optimal {metrics['oracle_auc']:.4f}), "
-        f"logloss {metrics['valid_logloss']:.4f}; trained in {metrics['train_seconds']} s"
+        f"[demo] validation AUC {metrics['valid_auc']:.4f} "
+        f"(Bayes-optimal {metrics['valid_oracle_auc']:.4f}), "
+        f"logloss {metrics['valid_logloss']:.4f}; test AUC {metrics['test_auc']:.4f}; "
+        f"trained in {metrics['train_seconds_this_session']} s"
     )
-    print(f"[demo] model saved to {path}")
+    print(
+        f"[demo] run directory {args.output}: model.keras, history.json, curves.png, metrics.json"
+    )
     return 0
