@@ -264,6 +264,7 @@ def plot_history(history: list[dict], path: str) -> str:
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [h["epoch"] + 1 for h in history]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -277,6 +278,7 @@ def plot_history(history: list[dict], path: str) -> str:
             if any(v is not None for v in values):
                 ax.plot(epochs, [np.nan if v is None else v for v in values], "o-", label=key)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(title)
         ax.grid(alpha=0.3)
         if ax.lines:

@@ -86,6 +86,19 @@ class EpochsSeen(keras.callbacks.Callback):
         self.epochs.append(epoch)
 
 
+def test_exact_auc_and_logloss_match_brute_force():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)
+    s = np.round(rng.random(300), 1)  # many ties
+    pos, neg = s[y == 1], s[y == 0]
+    pairs = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    assert runs.roc_auc(y, s) == pytest.approx(pairs / (len(pos) * len(neg)), abs=1e-12)
+    p = np.clip(s, 0.05, 0.95)
+    want = -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))
+    assert runs.logloss(y, p) == pytest.approx(want, rel=1e-12)
+    assert np.isnan(runs.roc_auc([1, 1], [0.2, 0.3]))
+
+
 def test_parser_and_config_merging(tmp_path):
     parser = cli.build_parser()
     names = set(parser._subparsers._group_actions[0].choices)
