@@ -373,6 +373,7 @@ def measure(
     peak_size: int = 2048,
     seconds: float = 1.0,
     repeats: int = 7,
+    extra_peak_dtypes: Sequence[str] = (),
 ) -> tuple[dict[str, list[tuple[float, float]]], list[str]]:
     """Interleaved timings of model steps and of the matmul peak kernels.
 
@@ -382,26 +383,31 @@ def measure(
         peak_size: square matmul size of the peak.
         seconds: target length of one timed block.
         repeats: timed rounds; every round times every entry and every peak kernel once.
+        extra_peak_dtypes: more dtypes to time the peak matmul in (keys `peak_<kernel>_<dtype>`,
+            e.g. the float32 peak next to a bf16 model).
 
     Returns:
-        `(samples, peak_keys)`: `samples[key]` lists `(wall, cpu)` seconds per call.
+        `(samples, peak_keys)`: `samples[key]` lists `(wall, cpu)` seconds per call;
+        `peak_keys` are the keys of the `compute_dtype` peak kernels.
     """
     # Peak kernels: on TF the XLA and the non-XLA matmul; the faster median is the peak.
     peak_kernels = {"xla": True} if BACKEND == "jax" else {"xla": True, "eager": False}
     timers = {}
-    for name, kjit in peak_kernels.items():
-        probe = matmul_timer(peak_size, compute_dtype, 1, kjit)
-        probe()  # compile
-        timers[f"peak_{name}"] = matmul_timer(
-            peak_size, compute_dtype, steps_for(probe, seconds / 2), kjit
-        )
+    for dt in [compute_dtype, *[d for d in extra_peak_dtypes if d != compute_dtype]]:
+        suffix = "" if dt == compute_dtype else f"_{dt}"
+        for name, kjit in peak_kernels.items():
+            probe = matmul_timer(peak_size, dt, 1, kjit)
+            probe()  # compile
+            timers[f"peak_{name}{suffix}"] = matmul_timer(
+                peak_size, dt, steps_for(probe, seconds / 2), kjit
+            )
     for key, (steps_obj, mode) in entries.items():
         probe = step_timer(steps_obj, mode, 1)
         probe()  # trace + compile
         probe()
         timers[key] = step_timer(steps_obj, mode, steps_for(probe, seconds))
     samples = interleaved(timers, repeats, warmup=1)
-    return samples, [k for k in timers if k.startswith("peak_")]
+    return samples, [f"peak_{name}" for name in peak_kernels]
 
 
 def summarize(samples, peak_keys, key, mode, batch_size, forward_flops, peak_size) -> dict:

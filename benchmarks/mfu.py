@@ -64,6 +64,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--fields", type=int, default=16, help="synthetic id features")
     p.add_argument("--vocab", type=int, default=10_000, help="vocabulary size of every feature")
     p.add_argument("--embedding-dim", type=int, default=16)
+    p.add_argument(
+        "--fp32-peak",
+        action="store_true",
+        help="with a bf16 dtype, also time the float32 peak and report MFU against it",
+    )
     p.add_argument("--no-donate", action="store_true", help="JAX: do not donate the step state")
     p.add_argument("--tag", default="", help="free text copied into the JSON line")
     return p.parse_args(argv)
@@ -92,11 +97,19 @@ def run(args: argparse.Namespace) -> dict:
         peak_size=args.peak_size,
         seconds=args.seconds,
         repeats=args.repeats,
+        extra_peak_dtypes=("float32",) if args.fp32_peak else (),
     )
     result = {
         m: C.summarize(samples, peak_keys, m, m, args.batch_size, fwd, args.peak_size)
         for m in modes
     }
+    fp32_keys = [k for k in samples if k.startswith("peak_") and k.endswith("_float32")]
+    for m in modes:
+        if fp32_keys:
+            r32 = C.summarize(samples, fp32_keys, m, m, args.batch_size, fwd, args.peak_size)
+            result[m]["fp32_peak_flops_per_s"] = r32["peak_flops_per_s"]
+            result[m]["mfu_vs_fp32_peak"] = r32["mfu"]
+            result[m]["mfu_vs_fp32_peak_cpu_time"] = r32["mfu_cpu_time"]
     rows = [result[m] for m in modes]
     peak_row = {k: v / 1e9 for k, v in rows[0]["peak_flops_per_s_by_kernel"].items()}
 
@@ -122,6 +135,9 @@ def run(args: argparse.Namespace) -> dict:
                 "MFU %": 100 * r["mfu"],
                 "MFU % paired": 100 * r["mfu_paired_median"],
                 "MFU % cpu-time": 100 * r["mfu_cpu_time"],
+                "MFU % vs fp32 peak": 100 * r["mfu_vs_fp32_peak"]
+                if "mfu_vs_fp32_peak" in r
+                else "",
             }
             for r in rows
         ],
@@ -134,6 +150,7 @@ def run(args: argparse.Namespace) -> dict:
             "MFU %",
             "MFU % paired",
             "MFU % cpu-time",
+            "MFU % vs fp32 peak",
         ],
     )
     main = result[modes[0]]
@@ -160,6 +177,11 @@ def run(args: argparse.Namespace) -> dict:
         "mfu": main["mfu"],
         "mfu_paired_median": main["mfu_paired_median"],
         "mfu_cpu_time": main["mfu_cpu_time"],
+        **{
+            k: main[k]
+            for k in ("fp32_peak_flops_per_s", "mfu_vs_fp32_peak", "mfu_vs_fp32_peak_cpu_time")
+            if k in main
+        },
         "step_ms": main["step_ms"],
         "repeats": args.repeats,
         "loadavg_before": load_before,
