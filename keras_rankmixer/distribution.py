@@ -196,7 +196,8 @@ def token_parallel_layout_map(
     Rules whose rank is not known in advance (SparseMoE weights) are stored as `("model",)` and
     padded with `None` to the variable's rank by `TokenParallel`; use this map with
     `TokenParallel` (what `model_parallel` returns), not with a bare `ModelParallel`.
-    Unmatched variables (LayerNorms, towers, numeric embeddings, `l1_lambda`) are replicated.
+    Unmatched variables (LayerNorms, towers, numeric embeddings) and, in `TokenParallel`, every
+    non-trainable variable (SparseMoE's `l1_lambda`, active ratios, counters) are replicated.
     """
     layout_map = keras.distribution.LayoutMap(device_mesh)
     layout_map[r"(?:.*/)?ffn/(?:kernel_1|kernel_2)"] = (MODEL_AXIS, None, None)
@@ -225,6 +226,8 @@ class TokenParallel(keras.distribution.ModelParallel):
     - a per-token weight whose token axis is not divisible by the `"model"` axis size raises
       `DistributionSetupError` naming the weight, T and the axis size;
     - a per-token rule stored as `("model",)` is padded with `None` to the variable's rank;
+    - non-trainable variables (SparseMoE `l1_lambda`, `router_active_ratio`, counters) are
+      replicated;
     - per-token paths whose leading axis is not T (the shared-FFN / shared-projection
       ablations, when `num_tokens` is known) are replicated;
     - an embedding table is sharded only when it has at least `embedding_shard_min_rows` rows
@@ -260,6 +263,9 @@ class TokenParallel(keras.distribution.ModelParallel):
         layout = self._layout_map[path]
         if layout is None or not shape or path.rsplit("/", 1)[-1] in _REPLICATED_NAMES:
             return self._replicated(variable, "no rule")
+        if not variable.trainable:
+            # SparseMoE state (l1_lambda, active ratios, counters): tiny, assigned every step.
+            return self._replicated(variable, "non-trainable state")
         axes = tuple(layout.axes)
         if len(axes) < len(shape):
             axes = axes + (None,) * (len(shape) - len(axes))

@@ -117,13 +117,28 @@ def test_model_parallel_export_and_checkpoint_match_single_device(report):
         np.testing.assert_array_equal(arrays["reloaded" + key[2:]], arrays[key])
 
 
-def test_sparse_moe_style_weights_follow_the_layout_contract(report):
-    specs = report["moe_specs"]
-    for name in ("expert_kernel_1", "expert_bias_1", "router_kernel", "infer_router/kernel"):
-        path = f"block_moe/moe/{name}"
+def test_sparse_moe_weights_follow_the_layout_contract(report):
+    specs, trainable = report["moe_specs"], report["moe_trainable"]
+    expected = [
+        "expert_kernel_1",
+        "expert_bias_1",
+        "expert_kernel_2",
+        "expert_bias_2",
+        "train_router/router_kernel",
+        "train_router/router_bias",
+        "infer_router/router_kernel",
+        "infer_router/router_bias",
+    ]
+    for name in expected:
+        path = f"block_0/moe/{name}"
         assert specs[path][:1] == ["model"], (path, specs[path])
-    assert all(a is None for a in specs["block_moe/moe/l1_lambda"])
-    assert report["moe_local_shapes"]["block_moe/moe/expert_kernel_1"] == [2, 3, 8, 16]
+        assert all(a is None for a in specs[path][1:]), (path, specs[path])
+    assert report["moe_local_shapes"]["block_0/moe/expert_kernel_1"][:2] == [2, 3]
+    # Non-trainable state (l1_lambda, active ratios, counters) is replicated.
+    state = [p for p, t in trainable.items() if not t]
+    assert "block_0/moe/l1_lambda" in state and len(state) >= 2
+    for path in state:
+        assert all(a is None for a in specs[path]), (path, specs[path])
 
 
 def test_bad_setups_raise_clear_errors(report):
@@ -148,7 +163,6 @@ def _worker(out_dir: str) -> None:  # pragma: no cover - runs in the subprocess
 
     from keras_rankmixer import distribution as dist_lib
     from keras_rankmixer.data import make_click_data
-    from keras_rankmixer.layers import RankMixerBlock
     from keras_rankmixer.models import build_from_preset
 
     assert keras.backend.backend() == "jax"
@@ -260,42 +274,17 @@ def _worker(out_dir: str) -> None:  # pragma: no cover - runs in the subprocess
     for v in reloaded.weights:
         arrays[f"reloaded/{v.path}"] = ops.convert_to_numpy(v.value)
 
-    # SparseMoE-style weights (names from the layout contract) inside a RankMixerBlock.
-    class FakeRouter(keras.layers.Layer):
-        def build(self, input_shape):
-            self.kernel = self.add_weight(name="kernel", shape=(4, 8, 3))
-
-        def call(self, x):
-            return ops.einsum("btd,tde->bte", x, self.kernel)
-
-    class FakeMoE(keras.layers.Layer):
-        def __init__(self, **kwargs):
-            super().__init__(**kwargs)
-            self.infer_router = FakeRouter(name="infer_router")
-
-        def build(self, input_shape):
-            self.expert_kernel_1 = self.add_weight(name="expert_kernel_1", shape=(4, 3, 8, 16))
-            self.expert_bias_1 = self.add_weight(name="expert_bias_1", shape=(4, 3, 16))
-            self.router_kernel = self.add_weight(name="router_kernel", shape=(4, 8, 3))
-            self.l1_lambda = self.add_weight(name="l1_lambda", shape=(), trainable=False)
-            self.infer_router.build(input_shape)
-
-        def call(self, x):
-            gates = ops.relu(
-                self.infer_router(x) + ops.einsum("btd,tde->bte", x, self.router_kernel)
-            )
-            h = ops.einsum("btd,tedh->bteh", x, self.expert_kernel_1) + self.expert_bias_1
-            return x + ops.mean(h, axis=(2, 3))[..., None] * ops.mean(gates, -1, keepdims=True)
-
+    # SparseMoE (DTSI: train and infer routers) weights: built under a 1x2 mesh, not trained.
     with dist_lib.model_parallel((1, 2), num_tokens=4).scope():
-        block = RankMixerBlock(ffn=FakeMoE(name="moe"), name="block_moe")
-        block.build((2, 4, 8))
+        moe_model = build_from_preset(
+            "tiny", data.specs, moe={"num_experts": 3, "routing": "dtsi"}, token_dim=8
+        )
     tick("moe")
-    report["moe_specs"] = {
-        v.path: list(getattr(v.value.sharding, "spec", ())) for v in block.weights
-    }
+    block_0 = [v for v in moe_model.weights if v.path.startswith("block_0/moe/")]
+    report["moe_specs"] = {v.path: list(getattr(v.value.sharding, "spec", ())) for v in block_0}
+    report["moe_trainable"] = {v.path: bool(v.trainable) for v in block_0}
     report["moe_local_shapes"] = {
-        v.path: list(v.value.addressable_shards[0].data.shape) for v in block.weights
+        v.path: list(v.value.addressable_shards[0].data.shape) for v in block_0
     }
 
     # Bad set-ups.
