@@ -230,3 +230,17 @@ def test_adapt_vocabularies_from_training_split():
 def test_docstring_examples(name):
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.skipif(not os.path.isdir(SHARED), reason="shared data absent")
+def test_frappe_layout():
+    from keras_rankmixer.data import frappe_features
+
+    path = os.path.join(SHARED, "frappe_x1", "test.csv")
+    out = read_arrays(path, frappe_features())
+    assert len(out) == 28_860 and out.report.rows_kept == 28_860 and not out.report.missing
+    assert set(np.unique(out.labels["label"])) == {0, 1}
+    specs = adapt_vocabularies(frappe_features(), out.features)
+    assert [len(f.vocabulary) for f in specs][2:5] == [
+        len(np.unique(out.features[n])) for n in ("daytime", "weekday", "isweekend")
+    ]
