@@ -358,6 +358,66 @@ def step_timer(steps_obj, mode: str, steps: int) -> Callable[[], tuple[float, fl
     return lambda: median_time(fn, steps, steps_obj.sync)
 
 
+# ----------------------------------------------------------------------------- matmul ceiling
+
+
+def ffn_matmul_flops(num_layers, num_tokens, token_dim, hidden, batch, mode) -> float:
+    """FLOPs of the per-token FFN matmuls of one step: 2 (forward) or 6 (train) per layer."""
+    per = 2 * batch * num_tokens * token_dim * hidden
+    return num_layers * per * (2 if mode == "infer" else 6)
+
+
+def ffn_matmul_timer(num_layers, num_tokens, token_dim, hidden, batch, dtype, jit, mode):
+    """`factory(calls)` timing only the model's per-token FFN matmuls (no GELU, LayerNorm,
+    embeddings or optimizer), at the model's shapes, as token-major batched matmuls.
+
+    Training runs the 6 matmuls of forward + backward per layer (`x W1`, `h W2`, `dO W2^T`,
+    `h^T dO`, `dH W1^T`, `x^T dH`); inference the 2 forward ones. Their throughput is the
+    ceiling the whole step's MFU can approach on these shapes.
+    """
+    from keras import ops
+
+    rng = np.random.default_rng(0)
+
+    def arr(*shape):
+        return ops.cast(ops.convert_to_tensor(rng.standard_normal(shape).astype("float32")), dtype)
+
+    t, d, h, b = num_tokens, token_dim, hidden, batch
+    x, w1, w2, d_o = arr(t, b, d), arr(t, d, h), arr(t, h, d), arr(t, b, d)
+
+    def body(x, w1, w2, d_o):
+        out = x
+        for _ in range(num_layers):
+            hid = ops.matmul(out, w1)
+            out = ops.matmul(hid, w2)
+            if mode == "train":
+                d_h = ops.matmul(d_o, ops.swapaxes(w2, 1, 2))
+                d_w2 = ops.matmul(ops.swapaxes(hid, 1, 2), d_o)
+                d_x = ops.matmul(d_h, ops.swapaxes(w1, 1, 2))
+                d_w1 = ops.matmul(ops.swapaxes(out, 1, 2), d_h)
+                # Keep every product live (the sums cost nothing next to the matmuls).
+                out = out + d_x + (ops.sum(d_w2) + ops.sum(d_w1)) * 1e-12
+        return out
+
+    if BACKEND == "jax":
+        import jax
+
+        fn = jax.jit(body)
+
+        def sync(o):
+            o.block_until_ready()
+
+    else:
+        import tensorflow as tf
+
+        fn = tf.function(body, jit_compile=jit)
+
+        def sync(o):
+            np.asarray(o[0, 0, 0])
+
+    return lambda calls: lambda: median_time(lambda: fn(x, w1, w2, d_o), calls, sync)
+
+
 # ----------------------------------------------------------------------------- measure
 
 
@@ -374,6 +434,7 @@ def measure(
     seconds: float = 1.0,
     repeats: int = 7,
     extra_peak_dtypes: Sequence[str] = (),
+    extra_timers: dict | None = None,
 ) -> tuple[dict[str, list[tuple[float, float]]], list[str]]:
     """Interleaved timings of model steps and of the matmul peak kernels.
 
@@ -385,6 +446,8 @@ def measure(
         repeats: timed rounds; every round times every entry and every peak kernel once.
         extra_peak_dtypes: more dtypes to time the peak matmul in (keys `peak_<kernel>_<dtype>`,
             e.g. the float32 peak next to a bf16 model).
+        extra_timers: `{key: factory}` where `factory(calls)` returns a timer of `calls`
+            back-to-back calls (e.g. `ffn_matmul_timer`), timed in the same rounds.
 
     Returns:
         `(samples, peak_keys)`: `samples[key]` lists `(wall, cpu)` seconds per call;
@@ -406,6 +469,10 @@ def measure(
         probe()  # trace + compile
         probe()
         timers[key] = step_timer(steps_obj, mode, steps_for(probe, seconds))
+    for key, factory in (extra_timers or {}).items():
+        probe = factory(1)
+        probe()  # trace + compile
+        timers[key] = factory(steps_for(probe, seconds))
     samples = interleaved(timers, repeats, warmup=1)
     return samples, [f"peak_{name}" for name in peak_kernels]
 

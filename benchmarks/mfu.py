@@ -37,6 +37,7 @@ import keras  # noqa: E402
 
 from benchmarks import _common as C  # noqa: E402
 from keras_rankmixer.flops import count_model  # noqa: E402
+from keras_rankmixer.layers.per_token_ffn import resolve_hidden_dim  # noqa: E402
 from keras_rankmixer.models.presets import get_preset  # noqa: E402
 
 
@@ -69,9 +70,97 @@ def parse_args(argv=None) -> argparse.Namespace:
         action="store_true",
         help="with a bf16 dtype, also time the float32 peak and report MFU against it",
     )
+    p.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also time the FFN matmuls alone and the model without GELU / LayerNorm / Adam",
+    )
     p.add_argument("--no-donate", action="store_true", help="JAX: do not donate the step state")
     p.add_argument("--tag", default="", help="free text copied into the JSON line")
     return p.parse_args(argv)
+
+
+def breakdown_entries(config, features, args, modes, entries, jit):
+    """Extra timers for `--breakdown`: the FFN matmuls alone, and model variants.
+
+    Each variant removes one piece of work from the same model (the GELU, the LayerNorms, the
+    Adam state update); its step-time saving is that piece's cost. Returns
+    `(entries, extra_timers, variant_flops)`.
+    """
+    from keras_rankmixer.layers import PerTokenFFN
+
+    entries = dict(entries)
+    hidden = resolve_hidden_dim(
+        config["token_dim"], config.get("hidden_ratio", 4), config.get("hidden_dim")
+    )
+    variants = {
+        "no_gelu": (
+            {
+                "ffn_factory": lambda i: PerTokenFFN(
+                    hidden_dim=hidden, activation="linear", dtype=args.dtype, name="ffn"
+                )
+            },
+            args.optimizer,
+        ),
+        "no_layer_norm": ({"use_layer_norm": False}, args.optimizer),
+        "sgd": ({}, "sgd"),
+    }
+    variant_flops, extra = {}, {}
+    compute_dtype = keras.dtype_policies.get(args.dtype).compute_dtype
+    for mode in modes:
+        for name, (overrides, opt) in variants.items():
+            if mode == "infer" and name == "sgd":
+                continue
+            model = C.build_benchmark_model({**config, **overrides}, features, args.dtype)
+            optimizer = C.make_optimizer(opt) if mode == "train" else None
+            steps = C.make_steps(model, features, args.batch_size, optimizer, jit=jit)
+            entries[f"{mode}:{name}"] = (steps, mode)
+        key = f"{mode}:ffn_matmuls_only"
+        extra[key] = C.ffn_matmul_timer(
+            config["num_layers"],
+            config["num_tokens"],
+            config["token_dim"],
+            hidden,
+            args.batch_size,
+            compute_dtype,
+            jit,
+            mode,
+        )
+        variant_flops[key] = C.ffn_matmul_flops(
+            config["num_layers"],
+            config["num_tokens"],
+            config["token_dim"],
+            hidden,
+            args.batch_size,
+            mode,
+        )
+    return entries, extra, variant_flops
+
+
+def print_breakdown(samples, peak_keys, modes, variant_flops, args) -> dict:
+    """Where the step time goes: each variant's saving, and the matmul-only ceiling."""
+    mm = C.matmul_flops(args.peak_size)
+    peak_wall = min(C.med(C.wall(samples[k])) for k in peak_keys)
+    rows, out = [], {}
+    for mode in modes:
+        full, full_cpu = C.med(C.wall(samples[mode])), C.med(C.cpu(samples[mode]))
+        for key in [k for k in samples if k.startswith(f"{mode}:")]:
+            t, t_cpu = C.med(C.wall(samples[key])), C.med(C.cpu(samples[key]))
+            row = {
+                "part": key,
+                "step_ms": t * 1e3,
+                "share of full step %": 100 * t / full,
+                "share (cpu-time) %": 100 * t_cpu / full_cpu,
+            }
+            if key in variant_flops:
+                row["matmul MFU %"] = 100 * variant_flops[key] / t / (mm / peak_wall)
+            rows.append(row)
+            out[key] = {k: v for k, v in row.items() if k != "part"}
+    print("# breakdown: each variant's step time relative to the full step (1 - share = cost)")
+    C.print_table(
+        rows, ["part", "step_ms", "share of full step %", "share (cpu-time) %", "matmul MFU %"]
+    )
+    return out
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -91,13 +180,20 @@ def run(args: argparse.Namespace) -> dict:
     steps = C.make_steps(
         model, features, args.batch_size, optimizer, jit=jit, donate=not args.no_donate
     )
+    entries = {m: (steps, m) for m in modes}
+    extra_timers, variant_flops = {}, {}
+    if args.breakdown:
+        entries, extra_timers, variant_flops = breakdown_entries(
+            config, features, args, modes, entries, jit
+        )
     samples, peak_keys = C.measure(
-        {m: (steps, m) for m in modes},
+        entries,
         compute_dtype,
         peak_size=args.peak_size,
         seconds=args.seconds,
         repeats=args.repeats,
         extra_peak_dtypes=("float32",) if args.fp32_peak else (),
+        extra_timers=extra_timers,
     )
     result = {
         m: C.summarize(samples, peak_keys, m, m, args.batch_size, fwd, args.peak_size)
@@ -153,6 +249,9 @@ def run(args: argparse.Namespace) -> dict:
             "MFU % vs fp32 peak",
         ],
     )
+    breakdown = (
+        print_breakdown(samples, peak_keys, modes, variant_flops, args) if args.breakdown else None
+    )
     main = result[modes[0]]
     payload = {
         "benchmark": "mfu",
@@ -184,6 +283,7 @@ def run(args: argparse.Namespace) -> dict:
         },
         "step_ms": main["step_ms"],
         "repeats": args.repeats,
+        **({"breakdown": breakdown} if breakdown else {}),
         "loadavg_before": load_before,
         "loadavg": C.load_info(),
         "tag": args.tag,
