@@ -276,31 +276,48 @@ def _to_tensors(inputs: Mapping[str, Any], input_specs: Mapping[str, Any]) -> di
 # --------------------------------------------------------------------------- precision
 
 
+_FLOAT_POLICIES = ("float32", "bfloat16", "float16", "mixed_bfloat16", "mixed_float16")
+
+
+def _is_float_policy(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return value in _FLOAT_POLICIES
+    if isinstance(value, dict) and value.get("class_name") == "DTypePolicy":
+        return value.get("config", {}).get("name") in _FLOAT_POLICIES
+    return False
+
+
 def _with_policy(config: Any, policy: str) -> Any:
-    """Replace every dtype policy in a (nested) layer config by `policy`."""
+    """Replace every floating dtype policy in a (nested) layer config by `policy`."""
     if isinstance(config, dict):
-        out = {}
-        for key, value in config.items():
-            is_policy = isinstance(value, dict) and value.get("class_name") == "DTypePolicy"
-            if key == "dtype" and (is_policy or value in ("float32", None)):
-                out[key] = policy
-            else:
-                out[key] = _with_policy(value, policy)
-        return out
+        return {
+            key: policy
+            if key == "dtype" and _is_float_policy(value)
+            else _with_policy(value, policy)
+            for key, value in config.items()
+        }
     if isinstance(config, list):
         return [_with_policy(v, policy) for v in config]
     return config
 
 
-def reduced_precision_model(model: keras.Model, precision: str) -> keras.Model:
-    """A copy of `model` computing in bf16/fp16 (float32 variables, float32 outputs).
+def compute_dtypes(model: keras.Model) -> set[str]:
+    """The floating compute dtypes of the model's layers (e.g. `{"float32", "bfloat16"}`)."""
+    return {
+        layer.dtype_policy.compute_dtype
+        for layer in model._flatten_layers(include_self=False, recursive=True)
+        if layer.dtype_policy.compute_dtype in ("float32", "bfloat16", "float16")
+    }
 
-    Every layer except the output layers is rebuilt under `mixed_bfloat16` / `mixed_float16`;
-    the output layers keep their float32 policy, so the probabilities stay float32.
+
+def model_with_policy(model: keras.Model, policy: str) -> keras.Model:
+    """A copy of `model` with every layer but the output layers under dtype policy `policy`.
+
+    The output layers keep their own (float32) policy, so outputs stay float32. Weights are
+    copied; variables stay float32 under the mixed policies.
     """
-    if precision not in _POLICIES:
-        raise ValueError(f"`precision` must be one of {PRECISIONS}, got precision={precision!r}.")
-    policy = _POLICIES[precision]
     output_layers = {t._keras_history[0].name for t in keras.tree.flatten(model.outputs)}
 
     def clone(layer):
@@ -312,6 +329,16 @@ def reduced_precision_model(model: keras.Model, precision: str) -> keras.Model:
     copy = keras.models.clone_model(model, clone_function=clone)
     copy.set_weights(model.get_weights())
     return copy
+
+
+def reduced_precision_model(model: keras.Model, precision: str) -> keras.Model:
+    """A copy of `model` computing in bf16/fp16 (float32 variables, float32 outputs).
+
+    Every layer except the output layers is rebuilt under `mixed_bfloat16` / `mixed_float16`.
+    """
+    if precision not in _POLICIES:
+        raise ValueError(f"`precision` must be one of {PRECISIONS}, got precision={precision!r}.")
+    return model_with_policy(model, _POLICIES[precision])
 
 
 # --------------------------------------------------------------------------- warmup
@@ -414,7 +441,9 @@ def export_saved_model(
         model_name: Model name (folder, and `model_spec.name` of the warmup requests).
         version: Numeric version; None takes `1 + ` the largest existing one.
         precision: `"float32"` (default), `"bfloat16"` or `"float16"` compute; inputs and
-            outputs stay float32.
+            outputs stay float32. This is the precision of the export whatever the model's
+            own dtype policy (a model trained under `mixed_bfloat16` exports in float32
+            unless asked otherwise).
         warmup_inputs: Raw batch `{feature: array}` for the warmup requests and the
             verification (e.g. a slice of validation data); None draws
             `representative_inputs(model)`.
@@ -423,7 +452,7 @@ def export_saved_model(
         features: Optional feature specs (objects or `feature_to_config` dicts), written to
             `assets.extra/rankmixer_export.json` for clients.
         verify: Reload the written SavedModel with `tf.saved_model.load` and report the max
-            absolute difference of its outputs from the float32 Keras model.
+            absolute difference of its outputs from the Keras model run in float32.
         overwrite: Replace an existing version folder (otherwise that is an error).
 
     Returns:
@@ -460,7 +489,14 @@ def export_saved_model(
     if warmup_inputs is None:
         warmup_inputs = representative_inputs(model, max(warmup_batch_sizes, default=1))
     warmup_inputs = {k: np.asarray(v) for k, v in warmup_inputs.items()}
-    serving_model = model if precision == "float32" else reduced_precision_model(model, precision)
+    # A model trained under a mixed policy is served in float32 unless `precision` says
+    # otherwise; the float32 version is also the reference of `max_abs_diff`.
+    reference = (
+        model if compute_dtypes(model) <= {"float32"} else model_with_policy(model, "float32")
+    )
+    serving_model = (
+        reference if precision == "float32" else reduced_precision_model(reference, precision)
+    )
 
     def serve(features):
         outputs = serving_model(features, training=False)
@@ -492,7 +528,7 @@ def export_saved_model(
         signatures = _signature_summary(input_specs, model.output)
         max_abs_diff = None
         if verify:
-            max_abs_diff = _verify(model, staging, warmup_inputs, input_specs)
+            max_abs_diff = _verify(reference, staging, warmup_inputs, input_specs)
         result = ExportResult(
             path=final,
             model_name=model_name,

@@ -331,6 +331,21 @@ def test_reduced_precision_export_reports_difference(exported, tmp_path):
     assert "bfloat16" not in graph_dtypes(exported[1].path)
 
 
+def test_mixed_precision_model_exports_in_float32_by_default(exported, tmp_path):
+    model, _, _ = exported
+    mixed = build_from_preset("tiny", FEATURES, tasks=TASKS, dtype="mixed_bfloat16")
+    mixed.set_weights(model.get_weights())  # same weights: the float32 version is `model`
+    result = export_saved_model(mixed, str(tmp_path), "ranker", warmup_batch_sizes=(16,))
+    assert max(result.max_abs_diff.values()) < 1e-5  # against the float32 version
+    assert "bfloat16" not in graph_dtypes(result.path)
+    loaded = tf.saved_model.load(result.path)
+    raw = edge_batch()
+    got = loaded.signatures[SERVING_DEFAULT](**{k: tf.constant(v) for k, v in raw.items()})
+    expected = keras_predict(model, raw)
+    for task in TASKS:
+        np.testing.assert_allclose(got[task].numpy(), expected[task], atol=1e-5)
+
+
 def graph_dtypes(path) -> set[str]:
     """Names of every dtype attribute used by a node of the SavedModel's functions."""
     from tensorflow.core.protobuf import saved_model_pb2
