@@ -137,6 +137,21 @@ def _decode(value):
     return value
 
 
+def _to_array(value) -> np.ndarray:
+    """A decoded JSON value as an array; strings as an object array of UTF-8 bytes (JSON
+    strings and {"b64"} values may mix in one tensor; numpy "S" arrays would drop NULs)."""
+
+    def flat(v):
+        return [x for item in v for x in flat(item)] if isinstance(v, list) else [v]
+
+    items = flat(value)
+    if items and isinstance(items[0], str | bytes):
+        shape = np.shape(np.asarray(value, dtype=object))
+        data = [x.encode() if isinstance(x, str) else x for x in items]
+        return np.asarray(data, dtype=object).reshape(shape)
+    return np.asarray(value)
+
+
 def _encode(value: np.ndarray):
     if value.dtype == object:
         return [_encode(v) for v in value] if value.ndim else value.item().decode()
@@ -156,15 +171,12 @@ def rest_predict(served: ServedModel, body: dict) -> dict:
         rows = body["instances"]
         if single_input and not all(isinstance(r, dict) for r in rows):
             rows = [{next(iter(sig.inputs)): r} for r in rows]
-        inputs = {k: np.asarray(_decode([r[k] for r in rows])) for k in sig.inputs}
+        inputs = {k: _to_array(_decode([r[k] for r in rows])) for k in sig.inputs}
     else:
         columns = body["inputs"]
         if single_input and not isinstance(columns, dict):
             columns = {next(iter(sig.inputs)): columns}
-        inputs = {k: np.asarray(_decode(v)) for k, v in columns.items()}
-    for k, v in inputs.items():
-        if v.dtype.kind == "U":
-            inputs[k] = v.astype(object)
+        inputs = {k: _to_array(_decode(v)) for k, v in columns.items()}
     outputs = served.run(signature, inputs)
     names = sorted(outputs)
     if "instances" in body:

@@ -161,11 +161,18 @@ def test_rest_round_trip_instances_and_inputs(served):
                 np.testing.assert_allclose(got[task], expected[task], atol=1e-6)
         pinned = RestClient(url, "ranker", version=3).predict(request())
         np.testing.assert_allclose(pinned["click"], expected["click"], atol=1e-6)
+        # tf.Example protos are binary: they travel as {"b64": ...}.
+        examples = np.asarray(make_examples(request()), dtype=object)
+        by_example = RestClient(url, "ranker").predict(
+            {"examples": examples}, signature_name="tf_example"
+        )
+        np.testing.assert_allclose(by_example["like"], expected["like"], atol=1e-6)
+        assert "b64" in json.dumps(log[-1]["inputs"]["examples"])
         with pytest.raises(ServingError, match="HTTP 404"):
             RestClient(url, "other", validate=False).predict(request())
         with pytest.raises(FeatureError, match="missing feature 'city'"):
             RestClient(url, "ranker").predict({k: v for k, v in request().items() if k != "city"})
-        assert double.requests == 3
+        assert double.requests == 4
     # The bodies the server received, in the documented row and columnar forms.
     row, col = log[0], log[1]
     assert row["signature_name"] == "serving_default"
