@@ -625,6 +625,7 @@ __all__ = [
     "MODEL_AXIS",
     "DistributionSetupError",
     "TokenParallel",
+    "configure_training",
     "data_parallel",
     "distribution_from_flags",
     "initialize_multi_host",
@@ -637,3 +638,90 @@ __all__ = [
     "sharding_specs",
     "token_parallel_layout_map",
 ]
+
+
+# --------------------------------------------------------------------------- `rankmixer train`
+
+
+def configure_training(args: Any, config: dict) -> tuple[dict, Any]:
+    """Apply `rankmixer train`'s distribution flags; returns `(config, scope)`.
+
+    Reads `args.distribution` (None, "data" or "model"), `args.mesh` ("BxM"),
+    `args.coordinator` ("HOST:PORT"), `args.num_processes`, `args.process_id` and:
+
+    - JAX backend: joins the multi-process run (`initialize_multi_host`) and sets the global
+      `keras.distribution` (`data_parallel` / `model_parallel`) so that model creation, `fit`,
+      `evaluate` and `save` all run under it; `scope` is None.
+    - TensorFlow backend, `--distribution data`: a `MirroredStrategy` over the local GPUs (one
+      host only; `scope` is its `scope`), with XLA off (`resolve_jit_compile`): the default
+      `jit_compile=True` becomes False, an explicit `"jit_compile": true` in `--config` is
+      refused.
+    - Multi-process: process i reads files `sorted(files)[i::N]` (`shard_index=i`,
+      `num_shards=N`), `--batch-size` stays the **global** batch (each process feeds
+      `batch_size / N` rows per step; it must divide), and processes other than 0 write their
+      run directory to `<run_dir>/process_<i>` so that two processes on one file system never
+      write the same files. Synthetic data (no `--train`) is refused: every process would
+      generate the same rows.
+    """
+    kind = getattr(args, "distribution", None)
+    mesh = getattr(args, "mesh", None)
+    coordinator = getattr(args, "coordinator", None)
+    num_processes = getattr(args, "num_processes", None)
+    process_id = getattr(args, "process_id", None)
+    config = dict(config)
+    if kind in (None, "", "none"):
+        if coordinator or mesh or (num_processes or 1) > 1:
+            raise DistributionSetupError(
+                "--mesh/--coordinator/--num-processes need --distribution data or model."
+            )
+        return config, None
+    multi = coordinator is not None or (num_processes or 1) > 1
+    if multi and not config.get("train"):
+        raise DistributionSetupError(
+            "a multi-process run needs --train files (each process reads its own shard); "
+            "synthetic data would give every process the same rows."
+        )
+    if _backend() == "tensorflow":
+        if kind != "data" or multi or mesh is not None:
+            raise DistributionSetupError(
+                "on KERAS_BACKEND=tensorflow only `--distribution data` on one host is supported "
+                "(MirroredStrategy; MultiWorkerMirroredStrategy fails in Keras 3 fit, "
+                "keras-team/keras#20585). Use KERAS_BACKEND=jax for --mesh, model parallelism "
+                "and multi-host runs."
+            )
+        explicit = False
+        if getattr(args, "config", None):
+            import json
+
+            with open(args.config) as f:
+                explicit = json.load(f).get("jit_compile") is True
+        strategy = mirrored_strategy()
+        config["jit_compile"] = resolve_jit_compile(True if explicit else "auto", strategy)
+        return config, strategy.scope
+    num_tokens = config.get("num_tokens")
+    if num_tokens is None and config.get("model", "rankmixer") != "dnn":
+        from keras_rankmixer.models.presets import PRESETS
+
+        num_tokens = PRESETS.get(config.get("preset"), {}).get("num_tokens")
+    dist = distribution_from_flags(
+        kind,
+        mesh,
+        num_tokens=num_tokens,
+        coordinator=coordinator,
+        num_processes=num_processes,
+        process_id=process_id,
+    )
+    if multi:
+        batch = config.get("batch_size")
+        if not isinstance(batch, int) or batch % num_processes:
+            raise DistributionSetupError(
+                f"--batch-size is the global batch and must divide by --num-processes: "
+                f"batch_size={batch!r}, num_processes={num_processes}."
+            )
+        config["batch_size"] = batch // num_processes
+        config["shard_index"], config["num_shards"] = process_id, num_processes
+        if process_id > 0:
+            run_dir = config.get("run_dir") or f"runs/{config.get('model', 'rankmixer')}"
+            config["run_dir"] = f"{run_dir.rstrip('/')}/process_{process_id}"
+    keras.distribution.set_distribution(dist)
+    return config, None

@@ -155,6 +155,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="retrain even if the run dir holds a finished run",
     )
     t.add_argument("--verbose", type=int, choices=[0, 1, 2], default=S)
+    # Scale-out (issue 9): handled by keras_rankmixer.distribution.configure_training.
+    g = p.add_argument_group("distribution (see docs/distributed.md)")
+    g.add_argument("--distribution", choices=["data", "model"], default=None)
+    g.add_argument("--mesh", default=None, help="BxM device mesh (batch x model), e.g. 2x4")
+    g.add_argument("--coordinator", default=None, help="HOST:PORT of process 0 (multi-host)")
+    g.add_argument("--num-processes", type=int, default=None)
+    g.add_argument("--process-id", type=int, default=None)
 
 
 def config_from_args(args: argparse.Namespace) -> dict:
@@ -244,14 +251,9 @@ def load_data(config: dict) -> dict:
     )
     needs_stats = config["adapt_vocabulary"] or any(f.kind == "numeric" for f in specs)
     if needs_stats:
-        sample = read_arrays(
-            config["train"],
-            specs,
-            config["labels"],
-            **reader,
-            shard_index=config["shard_index"],
-            num_shards=config["num_shards"],
-        )
+        # Statistics from ALL training files, on every process: with per-shard statistics the
+        # processes of a multi-host run would build different models (normalisation, vocab).
+        sample = read_arrays(config["train"], specs, config["labels"], **reader)
         specs = (
             adapt_vocabularies(specs, sample.features)
             if config["adapt_vocabulary"]
@@ -446,6 +448,8 @@ def build_and_train(config: dict, scope=None, extra_callbacks=()) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
-    build_and_train(config)
+    from keras_rankmixer.distribution import configure_training
+
+    config, scope = configure_training(args, config_from_args(args))
+    build_and_train(config, scope=scope)
     return 0
