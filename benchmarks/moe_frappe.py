@@ -96,6 +96,8 @@ def build_model(method, fraction, sizes, args):
         load_balance_weight=args.load_balance_weight if method == "topk_lb" else 0.0,
         capacity_factor=args.capacity_factor,
     )
+    if method == "dtsi":
+        moe["dense_grad_weight"] = args.dtsi_dense_grad_weight
     return build_rankmixer(specs, moe=moe, **common)
 
 
@@ -152,7 +154,7 @@ def run_one(method, fraction, seed, data, sizes, args):
     auc.update_state(yte["click"], pred)
     logloss = float(keras.losses.binary_crossentropy(yte["click"], pred).numpy().mean())
     result = {
-        "method": method,
+        "method": method + args.tag,
         "fraction": fraction,
         "seed": seed,
         "test_auc": float(auc.result()),
@@ -237,7 +239,8 @@ def report(rows, plot_path=None):
         fig, ax = plt.subplots(figsize=(5.5, 3.8))
         dense = cells.get(("dense", 1.0), [])
         dense_auc = np.mean([r["test_auc"] for r in dense]) if dense else None
-        for method in METHODS[1:]:
+        labels = sorted({m for m, _ in cells if m != "dense"})
+        for method in labels:
             pts = []
             for frac in (1.0,) + FRACTIONS:
                 rs = cells.get((method, frac)) or (dense if frac == 1.0 else None)
@@ -281,6 +284,8 @@ def main(argv=None) -> int:
     p.add_argument("--num-experts", type=int, default=8)
     p.add_argument("--load-balance-weight", type=float, default=0.01)
     p.add_argument("--capacity-factor", type=float, default=2.0)
+    p.add_argument("--dtsi-dense-grad-weight", type=float, default=1.0)
+    p.add_argument("--tag", default="", help="suffix for the method label (variants)")
     p.add_argument("--results", default=os.path.join(ROOT, "runs", "moe_frappe.jsonl"))
     p.add_argument("--fig4", default=os.path.join(HERE, "plots", "moe_frappe_fig4.png"))
     p.add_argument("--plot", default=None, help="with --report: AUC-vs-fraction PNG")
@@ -309,7 +314,7 @@ def main(argv=None) -> int:
     for seed in args.seeds:  # seed-major: a partial grid still covers every method
         for method in args.methods:
             for frac in [1.0] if method == "dense" else args.fractions:
-                if (method, frac, seed) not in done:
+                if (method + args.tag, frac, seed) not in done:
                     cells.append((method, frac, seed))
     print(f"{len(cells)} runs to do; results -> {args.results}", flush=True)
     for method, frac, seed in cells:

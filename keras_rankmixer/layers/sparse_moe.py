@@ -36,12 +36,12 @@ class SparseMoE(keras.layers.Layer):
           G_inf = ReLU(h_infer(s))             # the gates that are served
           G_tr  = softplus(h_train(s))         # dense, > 0 everywhere
           M     = stop_gradient(G_inf == 0)    # experts h_infer switched off
-          y     = sum_j G_inf_j e_j  +  (Z - stop_gradient(Z)),  Z = sum_j G_tr_j M_j e_j
+          y     = sum_j G_inf_j e_j  +  (Z - stop_gradient(Z)),  Z = w sum_j G_tr_j M_j e_j
 
       The second term is exactly zero in the forward pass (`x - x == 0`), so the training
       forward *is* the inference forward (measured difference 0, see the tests). Its gradient
       is not zero: experts switched off by h_infer still get the gradient
-      `G_tr_j * dL/dy` (dense training), and h_train learns from the task loss
+      `w * G_tr_j * dL/dy` (dense training; `w = dense_grad_weight`), and h_train learns from the task loss
       (`dL/dG_tr_j = <e_j, dL/dy>`) which of the inactive experts would help.
       Active experts get the exact gradient of the served model (`G_inf_j * dL/dy`), and
       h_infer gets the task gradient `<e_j, dL/dy>` on its active gates plus the L1
@@ -105,6 +105,10 @@ class SparseMoE(keras.layers.Layer):
             `f_tj = mean_b 1[G_btj > 0] / target_active_ratio`, so busy experts are pushed
             down harder. This evens out per-expert load, which is what keeps the sparse
             inference capacity from overflowing. False gives the plain L1 of Eq. 11.
+        dense_grad_weight: `"dtsi"` only: scale `w` of the dense-training path,
+            `Z = w * sum_j G_tr_j M_j e_j`. Its forward value stays exactly 0; it scales the
+            gradient that switched-off experts (and h_train) receive relative to the exact
+            gradient of the active experts. Defaults to 1.
         activation: Expert activation. Defaults to `"gelu"`.
         kernel_initializer: Expert kernel initializer (default: Glorot per expert matrix).
         bias_initializer: Expert bias initializer.
@@ -148,6 +152,7 @@ class SparseMoE(keras.layers.Layer):
         inference_mode: str = "sparse",
         capacity_factor: float = 2.0,
         balance_l1: bool = True,
+        dense_grad_weight: float = 1.0,
         activation: str | Any = "gelu",
         kernel_initializer: str | Any = None,
         bias_initializer: str | Any = "zeros",
@@ -188,6 +193,7 @@ class SparseMoE(keras.layers.Layer):
                 f"got inference_mode={inference_mode!r}."
             )
         check_positive("capacity_factor", capacity_factor)
+        check_positive("dense_grad_weight", dense_grad_weight)
         self.num_experts = num_experts
         self.hidden_ratio = hidden_ratio
         self.target_active_ratio = float(target_active_ratio)
@@ -203,6 +209,7 @@ class SparseMoE(keras.layers.Layer):
         self.inference_mode = inference_mode
         self.capacity_factor = float(capacity_factor)
         self.balance_l1 = bool(balance_l1)
+        self.dense_grad_weight = float(dense_grad_weight)
         self.activation = keras.activations.get(activation)
         self.kernel_initializer = keras.initializers.get(
             kernel_initializer if kernel_initializer is not None else per_token_glorot_uniform()
@@ -308,7 +315,7 @@ class SparseMoE(keras.layers.Layer):
             if self.routing == "dtsi":
                 dense_gates = ops.softplus(self.train_router(inputs))
                 off = ops.stop_gradient(ops.cast(ops.equal(gates, 0), dense_gates.dtype))
-                z = self._mix(dense_gates * off, hidden)
+                z = self._mix(dense_gates * off, hidden) * self.dense_grad_weight
                 out = out + (z - ops.stop_gradient(z))
             self._training_updates(gates, logits)
             return out
@@ -443,6 +450,7 @@ class SparseMoE(keras.layers.Layer):
                 "inference_mode": self.inference_mode,
                 "capacity_factor": self.capacity_factor,
                 "balance_l1": self.balance_l1,
+                "dense_grad_weight": self.dense_grad_weight,
                 "activation": keras.activations.serialize(self.activation),
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
                 "bias_initializer": keras.initializers.serialize(self.bias_initializer),

@@ -237,6 +237,13 @@ def test_dtsi_b_inactive_expert_still_trained_dense():
         assert np.abs(gd[name][0, 0]).max() > 1e-4
         # an always-active expert gets exactly the served model's gradient
         np.testing.assert_allclose(gd[name][0, 1], gr[name][0, 1], rtol=1e-4, atol=1e-6)
+    # dense_grad_weight scales only the switched-off experts' (surrogate) gradient
+    weak = _copy(layer, dense_grad_weight=0.1)
+    gw = _grads(weak, x, w, training=True, with_losses=False)
+    np.testing.assert_allclose(
+        gw["expert_kernel_1"][0, 0], 0.1 * gd["expert_kernel_1"][0, 0], rtol=1e-4, atol=1e-7
+    )
+    np.testing.assert_allclose(gw["expert_kernel_2"][0, 1], gd["expert_kernel_2"][0, 1], rtol=1e-5)
 
 
 @pytest.mark.parametrize("mode", ["sparse", "dense"])
