@@ -485,10 +485,18 @@ def export_saved_model(
     if os.path.exists(final) and not overwrite:
         raise FileExistsError(f"{final} exists; pass overwrite=True or another version.")
 
+    sizes = list(warmup_batch_sizes)
+    if not sizes or not all(isinstance(b, int) and b > 0 for b in sizes):
+        raise ValueError(
+            "`warmup_batch_sizes` must be a non-empty list of positive ints, "
+            f"got warmup_batch_sizes={warmup_batch_sizes!r}."
+        )
     input_specs = serving_input_specs(model)
     if warmup_inputs is None:
-        warmup_inputs = representative_inputs(model, max(warmup_batch_sizes, default=1))
-    warmup_inputs = {k: np.asarray(v) for k, v in warmup_inputs.items()}
+        warmup_inputs = representative_inputs(model, max(sizes))
+    # A warmup request TF Serving cannot run makes the whole version fail to load: check the
+    # batch against the signature first (FeatureError naming the feature).
+    warmup_inputs = _check_against_specs(warmup_inputs, input_specs)
     # A model trained under a mixed policy is served in float32 unless `precision` says
     # otherwise; the float32 version is also the reference of `max_abs_diff`.
     reference = (
@@ -519,7 +527,7 @@ def export_saved_model(
     staging = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir)
     try:
         archive.write_out(staging, verbose=False)
-        records = warmup_records(warmup_inputs, model_name, warmup_batch_sizes)
+        records = warmup_records(warmup_inputs, model_name, sizes)
         extra = os.path.join(staging, "assets.extra")
         os.makedirs(extra, exist_ok=True)
         with tf.io.TFRecordWriter(os.path.join(extra, WARMUP_FILE)) as writer:
@@ -556,6 +564,23 @@ def export_saved_model(
         if os.path.exists(staging):
             shutil.rmtree(staging)
     return result
+
+
+def _check_against_specs(inputs: Mapping[str, Any], input_specs: Mapping[str, Any]) -> dict:
+    """`serving.validate_request` of a raw batch against the `serving_default` inputs."""
+    from keras_rankmixer.serving import SignatureInfo, TensorInfo, validate_request
+
+    signature = SignatureInfo(
+        SERVING_DEFAULT,
+        {
+            name: TensorInfo(
+                name, spec.dtype.name, tuple(-1 if d is None else d for d in spec.shape)
+            )
+            for name, spec in input_specs.items()
+        },
+        {},
+    )
+    return validate_request(inputs, signature)
 
 
 def _feature_json(feature) -> dict:

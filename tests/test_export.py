@@ -274,6 +274,22 @@ def test_saved_model_cli_show_and_run(exported, tmp_path):
         )
 
 
+def test_bad_warmup_inputs_are_rejected_before_writing(exported, tmp_path):
+    from keras_rankmixer import FeatureError
+
+    model, _, _ = exported
+    bad = edge_batch()
+    del bad["price"]
+    with pytest.raises(FeatureError, match="missing feature 'price'"):
+        export_saved_model(model, str(tmp_path), "m", warmup_inputs=bad, verify=False)
+    bad = {**edge_batch(), "user": edge_batch()["user"].astype("float32")}
+    with pytest.raises(FeatureError, match="feature 'user': expected integer ids"):
+        export_saved_model(model, str(tmp_path), "m", warmup_inputs=bad, verify=False)
+    with pytest.raises(ValueError, match=r"warmup_batch_sizes=\[0\]"):
+        export_saved_model(model, str(tmp_path), "m", warmup_batch_sizes=[0])
+    assert not os.path.exists(tmp_path / "m")  # nothing written
+
+
 def test_warmup_records_are_predict_logs(exported):
     model, result, _ = exported
     logs = read_warmup_records(result.path)
