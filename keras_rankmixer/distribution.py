@@ -452,7 +452,6 @@ def initialize_multi_host(
     Raises:
         DistributionSetupError: bad arguments or a non-JAX backend.
     """
-    _require_jax("initialize_multi_host")
     _check_coordinator(coordinator)
     for name, value in (("num_processes", num_processes), ("process_id", process_id)):
         if not isinstance(value, int) or isinstance(value, bool):
@@ -467,6 +466,7 @@ def initialize_multi_host(
         raise DistributionSetupError(
             f"`cpu_collectives` must be 'gloo', 'mpi' or None, got {cpu_collectives!r}."
         )
+    _require_jax("initialize_multi_host")
     import jax
 
     if cpu_collectives is not None:
