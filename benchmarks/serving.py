@@ -21,6 +21,9 @@ Keras** (checked: `keras` absent from `sys.modules` at the end) loads it with
   to load). FLOPs/sample is the package counter (`count_model`: forward matmul FLOPs, 2 per
   multiply-add).
 
+With `--profile-batch N`, each model also runs traced requests of batch N through the TF1
+SavedModel loader (`FULL_TRACE` step stats) and the time is summed by op type.
+
 Prints a table and, last, one JSON line. Usage (what `benchmarks/RESULTS.md` records):
 
     nice -n 10 python benchmarks/serving.py
@@ -65,6 +68,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--peak-size", type=int, default=2048)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--profile-batch",
+        type=int,
+        default=0,
+        help="also trace one request of this batch size per model (TF1 session, FULL_TRACE) "
+        "and print where the time goes, by op type",
+    )
     p.add_argument("--measure", default=None, help=argparse.SUPPRESS)  # child mode
     return p.parse_args(argv)
 
@@ -176,6 +186,10 @@ def measure(spec_file: str) -> None:
                     "peak_flops_per_s_near": statistics.median(near[model["name"], batch]),
                 }
             )
+    profiles = {}
+    if spec["profile_batch"]:
+        for model in spec["models"]:
+            profiles[model["name"]] = profile(model, spec["profile_batch"], rng)
     keras_loaded = sorted(m for m in sys.modules if m == "keras" or m.startswith("keras."))
     try:
         import keras  # noqa: F401
@@ -183,7 +197,41 @@ def measure(spec_file: str) -> None:
         keras_loaded = keras_loaded or []
     else:
         keras_loaded = keras_loaded or ["keras is importable"]
-    print(json.dumps({"rows": rows, "peaks": peaks, "keras_modules": keras_loaded}))
+    print(
+        json.dumps(
+            {"rows": rows, "peaks": peaks, "profiles": profiles, "keras_modules": keras_loaded}
+        )
+    )
+
+
+def profile(model: dict, batch: int, rng, runs: int = 3) -> dict[str, float]:
+    """Milliseconds per request by op type, from TF1 `FULL_TRACE` step stats (the loader TF
+    Serving uses). Tracing adds overhead; read the split, not the total."""
+    import collections
+
+    import tensorflow as tf
+
+    totals: collections.Counter = collections.Counter()
+    with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
+        meta = tf.compat.v1.saved_model.load(sess, ["serve"], model["path"])
+        sig = meta.signature_def["serving_default"]
+        feed = {
+            sig.inputs[name].name: rng.integers(0, vocab, batch)
+            for name, vocab in model["vocab"].items()
+        }
+        fetch = [t.name for t in sig.outputs.values()]
+        for _ in range(3):
+            sess.run(fetch, feed)
+        options = tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE)
+        for _ in range(runs):
+            metadata = tf.compat.v1.RunMetadata()
+            sess.run(fetch, feed, options=options, run_metadata=metadata)
+            for device in metadata.step_stats.dev_stats:
+                for node in device.node_stats:
+                    label = node.timeline_label or node.node_name
+                    op = label.split("(")[0].split("=")[-1].strip().removeprefix("_Mkl")
+                    totals[op] += node.all_end_rel_micros / 1e3 / runs
+    return dict(totals.most_common(10))
 
 
 # ----------------------------------------------------------------------------- parent
@@ -233,6 +281,7 @@ def main(argv=None) -> int:
         "rounds": args.rounds,
         "peak_size": args.peak_size,
         "peak_dtype": args.precision,
+        "profile_batch": args.profile_batch,
         "seed": args.seed,
     }
     spec_file = os.path.join(tmp, "spec.json")
@@ -281,10 +330,14 @@ def main(argv=None) -> int:
             f"{row['samples_per_s']:,.0f} | {row['model_flops_per_s'] / 1e9:.2f} | "
             f"{100 * row['mfu']:.1f}% | {100 * row['mfu_near']:.1f}% |"
         )
+    for name, ops in measured["profiles"].items():
+        top = ", ".join(f"{op} {ms:.1f}" for op, ms in ops.items())
+        print(f"profile {name} batch {args.profile_batch} (ms per request, by op type): {top}")
     print(
         json.dumps(
             {
                 "benchmark": "serving",
+                "profiles": measured["profiles"],
                 "device": f"CPU x{os.cpu_count()}",
                 "tensorflow": tf.__version__,
                 "precision": args.precision,
