@@ -9,9 +9,10 @@ Public API:
 - `count_model`, `count_config`: parameter and FLOP counters.
 - `export_saved_model`: SavedModel for TF Serving (`keras_rankmixer.export`; clients in
   `keras_rankmixer.serving`).
+- `keras_rankmixer.distribution`: data / token-parallel model parallel set-ups, multi-host.
 """
 
-from keras_rankmixer import layers
+from keras_rankmixer import distribution, layers
 from keras_rankmixer.export import export_saved_model
 from keras_rankmixer.features import (
     CategoricalFeature,
@@ -35,6 +36,7 @@ __all__ = [
     "build_rankmixer",
     "count_config",
     "count_model",
+    "distribution",
     "eq12",
     "export_saved_model",
     "get_preset",

@@ -27,10 +27,10 @@ Example (JAX backend; 4 virtual CPU devices with
 import keras
 from keras_rankmixer.distribution import model_parallel
 dist = model_parallel("2x2", num_tokens=4)  # 2 data replicas x 2 token shards
-with dist.scope():
+with dist.scope():  # build, compile AND fit under it (or keras.distribution.set_distribution)
     model = build_from_preset("tiny", specs)
     compile_for_ranking(model)
-model.fit(features, labels, batch_size=512)
+    model.fit(features, labels, batch_size=512)  # the global batch
 ```
 """
 
@@ -50,7 +50,7 @@ MODEL_AXIS = "model"
 DEFAULT_EMBEDDING_SHARD_MIN_ROWS = 65_536
 
 # Per-token weights: T is the leading axis. Paths look like "block_0/ffn/kernel_1",
-# "tokenizer/kernel", "block_1/moe/expert_kernel_1", "block_1/moe/infer_router/kernel".
+# "tokenizer/kernel", "block_1/moe/expert_kernel_1", "block_1/moe/infer_router/router_kernel".
 _PER_TOKEN_PATTERNS = {
     "per_token_ffn": r"(?:.*/)?ffn/(?:kernel_1|kernel_2|bias_1|bias_2)",
     "feature_tokenizer": r"(?:.*/)?tokenizer/(?:kernel|bias)",
@@ -619,27 +619,6 @@ def distribution_from_flags(
     )
 
 
-__all__ = [
-    "BATCH_AXIS",
-    "DEFAULT_EMBEDDING_SHARD_MIN_ROWS",
-    "MODEL_AXIS",
-    "DistributionSetupError",
-    "TokenParallel",
-    "configure_training",
-    "data_parallel",
-    "distribution_from_flags",
-    "initialize_multi_host",
-    "mirrored_strategy",
-    "model_parallel",
-    "parse_mesh",
-    "per_device_bytes",
-    "process_shard",
-    "resolve_jit_compile",
-    "sharding_specs",
-    "token_parallel_layout_map",
-]
-
-
 # --------------------------------------------------------------------------- `rankmixer train`
 
 
@@ -725,3 +704,24 @@ def configure_training(args: Any, config: dict) -> tuple[dict, Any]:
             config["run_dir"] = f"{run_dir.rstrip('/')}/process_{process_id}"
     keras.distribution.set_distribution(dist)
     return config, None
+
+
+__all__ = [
+    "BATCH_AXIS",
+    "DEFAULT_EMBEDDING_SHARD_MIN_ROWS",
+    "MODEL_AXIS",
+    "DistributionSetupError",
+    "TokenParallel",
+    "configure_training",
+    "data_parallel",
+    "distribution_from_flags",
+    "initialize_multi_host",
+    "mirrored_strategy",
+    "model_parallel",
+    "parse_mesh",
+    "per_device_bytes",
+    "process_shard",
+    "resolve_jit_compile",
+    "sharding_specs",
+    "token_parallel_layout_map",
+]
