@@ -48,9 +48,9 @@ MODELS = (
 RANKMIXER = {"num_tokens": 10, "token_dim": 40, "num_layers": 2, "hidden_ratio": 4}
 #: The --tune grid (T, D, L, k): one field per token (T=10) or two (T=5).
 TUNE_GRID = [
-    {"num_tokens": 10, "token_dim": 40, "num_layers": 2, "hidden_ratio": 4},
     {"num_tokens": 10, "token_dim": 80, "num_layers": 2, "hidden_ratio": 4},
     {"num_tokens": 5, "token_dim": 40, "num_layers": 2, "hidden_ratio": 4},
+    {"num_tokens": 10, "token_dim": 40, "num_layers": 2, "hidden_ratio": 4},
 ]
 BASELINES = {
     "dnn": {"hidden_units": (400, 400, 400), "batch_norm": True, "dropout": 0.2},
@@ -83,6 +83,7 @@ def parse_args(argv=None):
     )
     p.add_argument("--dropout", type=float, default=0.0, help="RankMixer FFN dropout")
     p.add_argument("--tune", action="store_true", help="grid over RankMixer configs, valid only")
+    p.add_argument("--tune-configs", type=int, default=0, help="only the first N grid configs")
     p.add_argument("--no-jit", action="store_true")
     p.add_argument("--output", default=os.path.join(REPO, "runs", "frappe"))
     p.add_argument("--train-limit", type=int, default=0, help="use only N train rows (smoke)")
@@ -147,7 +148,10 @@ def run_one(name, config, specs, splits, seed, args, evaluate_test=True):
         jit_compile=not args.no_jit,
     )
     tag = json.dumps(kwargs, sort_keys=True) if name not in BASELINES else ""
-    run_dir = os.path.join(args.output, "runs", f"{name}_s{seed}_{abs(hash(tag)) % 10**6}")
+    # one directory per process and run: parallel invocations never share a history file
+    run_dir = os.path.join(
+        args.output, "runs", f"{name}_s{seed}_{abs(hash(tag)) % 10**6}_p{os.getpid()}"
+    )
     if os.path.exists(os.path.join(run_dir, "history.json")):
         os.remove(os.path.join(run_dir, "history.json"))
     callbacks = training_callbacks(
@@ -277,7 +281,8 @@ def main(argv=None) -> int:
     results = []
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     if args.tune:
-        jobs = [("rankmixer", c, s) for c in TUNE_GRID for s in seeds]
+        grid = TUNE_GRID[: args.tune_configs] if args.tune_configs else TUNE_GRID
+        jobs = [("rankmixer", c, s) for c in grid for s in seeds]
     else:
         jobs = [(m, rm_config, s) for s in seeds for m in args.models.split(",")]
     for name, config, seed in jobs:
