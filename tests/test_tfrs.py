@@ -151,7 +151,8 @@ def _child(out_path: str) -> None:  # noqa: C901 - one script, many small checks
             self.backbone = wrap(backbone)
             self.task = tfrs.tasks.Ranking(
                 loss=tf.keras.losses.BinaryCrossentropy(),
-                metrics=[tf.keras.metrics.AUC(name="auc")],
+                # tfrs reports `loss` of the last batch only; this is the mean over the data.
+                metrics=[tf.keras.metrics.BinaryCrossentropy(name="logloss")],
             )
 
         def call(self, features, training=False):
@@ -167,9 +168,9 @@ def _child(out_path: str) -> None:  # noqa: C901 - one script, many small checks
     model.compile(optimizer=tf.keras.optimizers.Adam(1e-2))
     labels = data.labels["click"].astype("float32")[:, None]
     ds = tf.data.Dataset.from_tensor_slices((data.features, labels)).batch(128)
-    loss_before = model.evaluate(ds, return_dict=True, verbose=0)["loss"]
+    loss_before = model.evaluate(ds, return_dict=True, verbose=0)["logloss"]
     model.fit(ds, epochs=3, verbose=0)
-    loss_after = model.evaluate(ds, return_dict=True, verbose=0)["loss"]
+    loss_after = model.evaluate(ds, return_dict=True, verbose=0)["logloss"]
     x0 = {k: v[:200] for k, v in data.features.items()}
     p_model = model(x0).numpy()
 
