@@ -15,7 +15,8 @@ the bytes reduced over the `n` replicas of its shard; fp32 gradients).
 Part `steps` (4 virtual CPU devices): median `train_on_batch` time of the `small` preset
 with no distribution, DataParallel on 1/2/4 devices and ModelParallel 1x2, 2x2, 1x4. The
 virtual devices share this machine's CPU cores, so this is an overhead check, not a speed
-claim. It also cross-checks the `memory` method: for ModelParallel 1x4 the predicted
+claim; on a shared machine the CPU time per step (all threads of the process) is the steadier
+number. It also cross-checks the `memory` method: for ModelParallel 1x4 the predicted
 per-device bytes must equal the bytes of the live arrays' shards.
 
 Usage:
@@ -188,11 +189,12 @@ def part_steps(steps: int, batch_size: int) -> tuple[list[dict], dict]:
         compile_s = time.perf_counter() - t0
         for _ in range(2):
             model.train_on_batch(x, y)
-        times = []
+        times, cpu = [], []
         for _ in range(steps):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             model.train_on_batch(x, y)
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
         rows.append(
             {
                 "setup": label,
@@ -200,6 +202,7 @@ def part_steps(steps: int, batch_size: int) -> tuple[list[dict], dict]:
                 "batch": batch_size,
                 "median_step_ms": 1e3 * float(np.median(times)),
                 "min_step_ms": 1e3 * float(np.min(times)),
+                "median_step_cpu_ms": 1e3 * float(np.median(cpu)),
                 "first_step_s": compile_s,
                 "load1": os.getloadavg()[0],
             }
