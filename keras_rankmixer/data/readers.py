@@ -881,7 +881,7 @@ def frappe_features(embedding_dim: int = 10, vocabulary_size: int = 5500) -> lis
 
 
 def criteo_features(
-    embedding_dim: int = 16, num_hash_bins: int = 1_000_000
+    embedding_dim: int = 16, num_hash_bins: int = 100_000
 ) -> tuple[list[Feature], list[str]]:
     """Specs for the raw Criteo layout and the list of columns to hash.
 
