@@ -284,7 +284,7 @@ def main(argv=None) -> int:
     p.add_argument("--num-experts", type=int, default=8)
     p.add_argument("--load-balance-weight", type=float, default=0.01)
     p.add_argument("--capacity-factor", type=float, default=2.0)
-    p.add_argument("--dtsi-dense-grad-weight", type=float, default=1.0)
+    p.add_argument("--dtsi-dense-grad-weight", type=float, default=0.1)
     p.add_argument("--tag", default="", help="suffix for the method label (variants)")
     p.add_argument("--results", default=os.path.join(ROOT, "runs", "moe_frappe.jsonl"))
     p.add_argument("--fig4", default=os.path.join(HERE, "plots", "moe_frappe_fig4.png"))

@@ -108,7 +108,10 @@ class SparseMoE(keras.layers.Layer):
         dense_grad_weight: `"dtsi"` only: scale `w` of the dense-training path,
             `Z = w * sum_j G_tr_j M_j e_j`. Its forward value stays exactly 0; it scales the
             gradient that switched-off experts (and h_train) receive relative to the exact
-            gradient of the active experts. Defaults to 1.
+            gradient of the active experts. Defaults to 0.1: that gradient has no feedback
+            (the expert is not in the forward), so under Adam a full-weight surrogate drags
+            switched-off experts along `-dL/dy` every step; on Frappe `w=1` lost ~0.02 AUC
+            against `w=0.1` (benchmarks/RESULTS.md).
         activation: Expert activation. Defaults to `"gelu"`.
         kernel_initializer: Expert kernel initializer (default: Glorot per expert matrix).
         bias_initializer: Expert bias initializer.
@@ -152,7 +155,7 @@ class SparseMoE(keras.layers.Layer):
         inference_mode: str = "sparse",
         capacity_factor: float = 2.0,
         balance_l1: bool = True,
-        dense_grad_weight: float = 1.0,
+        dense_grad_weight: float = 0.1,
         activation: str | Any = "gelu",
         kernel_initializer: str | Any = None,
         bias_initializer: str | Any = "zeros",

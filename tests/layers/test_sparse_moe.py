@@ -218,7 +218,7 @@ def test_dtsi_a_infer_router_gets_task_gradient_only_from_task_loss():
 
 
 def test_dtsi_b_inactive_expert_still_trained_dense():
-    layer = _layer("dtsi")
+    layer = _layer("dtsi", dense_grad_weight=1.0)
     bias = _np(layer.infer_router.router_bias)
     bias[0, 0], bias[0, 1] = -100.0, 100.0  # token 0: expert 0 always off, expert 1 always on
     layer.infer_router.router_bias.assign(bias)
