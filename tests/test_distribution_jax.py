@@ -154,6 +154,17 @@ def test_bad_setups_raise_clear_errors(report):
     assert "Bx1" in errors["data_with_model_axis"]
 
 
+def test_train_command_flags_set_the_global_distribution(report):
+    assert report["cli_model"] == {
+        "type": "TokenParallel",
+        "mesh": [2, 2],
+        "num_tokens": 4,  # from the tiny preset
+        "scope": None,  # keras.distribution is set globally: build, fit and save all see it
+        "batch_size": 64,  # one process: the global batch is unchanged
+    }
+    assert report["cli_data"] == {"type": "DataParallel", "mesh": [4]}
+
+
 # --------------------------------------------------------------------------- the worker
 
 
@@ -312,6 +323,29 @@ def _worker(out_dir: str) -> None:  # pragma: no cover - runs in the subprocess
     catch("data_with_model_axis", lambda: dist_lib.distribution_from_flags("data", "2x2"))
     report["errors"] = errors
     tick("errors")
+
+    # The `rankmixer train` seam: flags -> a global distribution (no training here).
+    import argparse
+
+    flags = dict(coordinator=None, num_processes=None, process_id=None)
+    config, scope = dist_lib.configure_training(
+        argparse.Namespace(distribution="model", mesh="2x2", **flags),
+        {"preset": "tiny", "model": "rankmixer", "batch_size": 64},
+    )
+    active = keras.distribution.distribution()
+    report["cli_model"] = {
+        "type": type(active).__name__,
+        "mesh": list(active.device_mesh.shape),
+        "num_tokens": active.num_tokens,
+        "scope": scope,
+        "batch_size": config["batch_size"],
+    }
+    dist_lib.configure_training(
+        argparse.Namespace(distribution="data", mesh=None, **flags), {"batch_size": 64}
+    )
+    active = keras.distribution.distribution()
+    report["cli_data"] = {"type": type(active).__name__, "mesh": list(active.device_mesh.shape)}
+    keras.distribution.set_distribution(None)
 
     with open(os.path.join(out_dir, "report.json"), "w") as f:
         json.dump(report, f)
