@@ -84,7 +84,7 @@ def breakdown_entries(config, features, args, modes, entries, jit):
     """Extra timers for `--breakdown`: the FFN matmuls alone, and model variants.
 
     Each variant removes one piece of work from the same model (the GELU, the LayerNorms, the
-    Adam state update); its step-time saving is that piece's cost. Returns
+    token-mixing copies, the Adam state update); its step-time saving is that piece's cost. Returns
     `(entries, extra_timers, variant_flops)`.
     """
     from keras_rankmixer.layers import PerTokenFFN
@@ -103,6 +103,7 @@ def breakdown_entries(config, features, args, modes, entries, jit):
             args.optimizer,
         ),
         "no_layer_norm": ({"use_layer_norm": False}, args.optimizer),
+        "no_token_mixing": ({"use_token_mixing": False}, args.optimizer),
         "sgd": ({}, "sgd"),
     }
     variant_flops, extra = {}, {}
