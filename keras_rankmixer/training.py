@@ -29,8 +29,8 @@ def compile_for_ranking(
 
     >>> from keras_rankmixer import CategoricalFeature, build_from_preset
     >>> m = compile_for_ranking(build_from_preset("tiny", [CategoricalFeature("a", vocabulary_size=9)]))
-    >>> m.optimizer.name
-    'adam'
+    >>> type(m.optimizer).__name__
+    'Adam'
     """
     if isinstance(optimizer, str):
         optimizer = keras.optimizers.get(
