@@ -219,6 +219,7 @@ def summarize(results, key_fields=("model",)):
             "config": rs[0]["config"],
             "seeds": len(rs),
             "params": rs[0]["params"],
+            "flops_per_sample": rs[0].get("flops_per_sample", 0),
             "train_seconds_mean": round(float(np.mean([r["train_seconds"] for r in rs])), 1),
             "epochs_mean": round(float(np.mean([r["epochs"] for r in rs])), 1),
         }
@@ -254,6 +255,33 @@ def print_table(rows):
             print(f"{'':<18} config {json.dumps(r['config'], sort_keys=True)}")
 
 
+def print_markdown(rows):
+    """The same table as Markdown (for benchmarks/RESULTS.md)."""
+    print(
+        "| model | config | seeds | params | FLOPs/sample | valid AUC | test AUC | test logloss "
+        "| epochs | train s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        cfg = r["config"]
+        if r["model"] not in BASELINES:
+            cfg = {k: cfg[k] for k in ("num_tokens", "token_dim", "num_layers", "hidden_ratio")}
+            cfg = "T={num_tokens} D={token_dim} L={num_layers} k={hidden_ratio}".format(**cfg)
+        else:
+            cfg = json.dumps(cfg, sort_keys=True)
+
+        def ms(m, r=r):
+            if f"{m}_mean" not in r:
+                return "-"
+            return f"{r[f'{m}_mean']:.4f} ± {r[f'{m}_std']:.4f}"
+
+        print(
+            f"| {r['model']} | {cfg} | {r['seeds']} | {r['params']:,} | "
+            f"{r.get('flops_per_sample', 0):,} | {ms('valid_auc')} | {ms('test_auc')} | "
+            f"{ms('test_logloss')} | {r['epochs_mean']} | {r['train_seconds_mean']} |"
+        )
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.summarize:
@@ -264,6 +292,8 @@ def main(argv=None) -> int:
         rows = summarize(results)
         print(f"Frappe_x1, summary of {len(results)} runs from {args.summarize}")
         print_table(rows)
+        print()
+        print_markdown(rows)
         print(json.dumps({"benchmark": "frappe_x1", "summary_of": args.summarize, "rows": rows}))
         return 0
     if not os.path.exists(os.path.join(args.data_dir, "valid.csv")):
