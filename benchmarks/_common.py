@@ -515,6 +515,83 @@ def summarize(samples, peak_keys, key, mode, batch_size, forward_flops, peak_siz
     }
 
 
+# ----------------------------------------------------------------------------- profile
+
+
+def profile_step(steps_obj, mode: str, calls: int, logdir: str) -> dict:
+    """Trace `calls` steps with the backend's profiler and sum the compiled ops' time.
+
+    Returns `{"per_step_ms": {category: ms}, "top": [(op, ms per step), ...]}` where the
+    categories are `dot` (XLA `MatMul`/dot/ynn thunks), `reduce` (reductions, e.g.
+    LayerNorm moments), `fusion` (element-wise fusions: GELU, bias, LayerNorm, optimizer) and
+    `other`. Times are summed over threads (two ops may run at once), per step.
+    """
+    fn = steps_obj.train if mode == "train" else steps_obj.infer
+    steps_obj.sync(fn())  # warm
+    if BACKEND == "jax":
+        import jax
+
+        with jax.profiler.trace(logdir):
+            for _ in range(calls):
+                out = fn()
+            steps_obj.sync(out)
+    else:
+        import tensorflow as tf
+
+        tf.profiler.experimental.start(logdir)
+        for _ in range(calls):
+            out = fn()
+        steps_obj.sync(out)
+        tf.profiler.experimental.stop()
+    return summarize_xplane(logdir, calls)
+
+
+def _op_category(name: str) -> str:
+    base = name.lower()
+    if base.startswith("matmul") or "dot" in base or "ynn" in base or "einsum" in base:
+        return "dot"
+    if "reduce" in base:
+        return "reduce"
+    if "fusion" in base or base.startswith(("copy", "transpose", "gather", "scatter")):
+        return "fusion"
+    return "other"
+
+
+def summarize_xplane(logdir: str, calls: int) -> dict:
+    """Leaf XLA op time per step from the newest `*.xplane.pb` under `logdir`."""
+    import collections
+    import glob
+    import re
+
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    files = sorted(glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True))
+    space = xplane_pb2.XSpace()
+    with open(files[-1], "rb") as f:
+        space.ParseFromString(f.read())
+    skip = ("ThunkExecutor", "SlinkyThreadPool", "ParallelLoopRunner", "Thunk::")
+    ops = collections.Counter()
+    for plane in space.planes:
+        if not plane.name.startswith("/host:CPU") and "/device:" not in plane.name:
+            continue
+        meta = plane.event_metadata
+        for line in plane.lines:
+            if line.name in ("python", "Python", "XLA Modules", "Steps"):
+                continue
+            for ev in line.events:
+                name = meta[ev.metadata_id].name
+                if name.startswith(skip) or " " in name or "::" in name:
+                    continue
+                ops[re.sub(r"\.\d+$", "", name)] += ev.duration_ps
+    per_step = collections.Counter()
+    for name, ps in ops.items():
+        per_step[_op_category(name)] += ps / 1e9 / calls
+    return {
+        "per_step_ms": dict(per_step.most_common()),
+        "top": [(n, ps / 1e9 / calls) for n, ps in ops.most_common(12)],
+    }
+
+
 # ----------------------------------------------------------------------------- output
 
 

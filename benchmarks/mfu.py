@@ -75,6 +75,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         action="store_true",
         help="also time the FFN matmuls alone and the model without GELU / LayerNorm / Adam",
     )
+    p.add_argument(
+        "--profile",
+        default=None,
+        metavar="DIR",
+        help="after the timings, trace 3 steps into DIR and print where the op time goes",
+    )
     p.add_argument("--no-donate", action="store_true", help="JAX: do not donate the step state")
     p.add_argument("--tag", default="", help="free text copied into the JSON line")
     return p.parse_args(argv)
@@ -253,6 +259,18 @@ def run(args: argparse.Namespace) -> dict:
     breakdown = (
         print_breakdown(samples, peak_keys, modes, variant_flops, args) if args.breakdown else None
     )
+    profile = None
+    if args.profile:
+        profile = C.profile_step(steps, modes[0], 3, args.profile)
+        total = sum(profile["per_step_ms"].values())
+        print(f"# profile ({modes[0]}, XLA op time summed over threads, per step): ")
+        C.print_table(
+            [
+                {"op": k, "ms/step": v, "share %": 100 * v / total}
+                for k, v in [*profile["per_step_ms"].items(), *profile["top"]]
+            ],
+            ["op", "ms/step", "share %"],
+        )
     main = result[modes[0]]
     payload = {
         "benchmark": "mfu",
@@ -285,6 +303,7 @@ def run(args: argparse.Namespace) -> dict:
         "step_ms": main["step_ms"],
         "repeats": args.repeats,
         **({"breakdown": breakdown} if breakdown else {}),
+        **({"profile": profile["per_step_ms"]} if profile else {}),
         "loadavg_before": load_before,
         "loadavg": C.load_info(),
         "tag": args.tag,
