@@ -598,6 +598,14 @@ def distribution_from_flags(
                 "--process-id I on every process."
             )
         initialize_multi_host(coordinator, num_processes, process_id)
+        if mesh is not None:
+            total = len(keras.distribution.list_devices())
+            batch, model = parse_mesh(mesh)
+            if batch * model != total:
+                raise DistributionSetupError(
+                    f"--mesh {mesh} uses {batch * model} devices but the {num_processes} "
+                    f"processes have {total}: a multi-process mesh must use every device."
+                )
     if distribution == "data":
         devices = None
         if mesh is not None:
