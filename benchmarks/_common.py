@@ -609,6 +609,20 @@ def print_table(rows: list[dict], columns: Sequence[str]) -> None:
         print("| " + " | ".join(fmt(row.get(c, "")) for c in columns) + " |")
 
 
+def with_display_columns(rows: list[dict]) -> list[dict]:
+    """Rows plus the human-scaled columns the MFU tables print (M params, MFLOPs, MFU %)."""
+    return [
+        {
+            **r,
+            "dense params (M)": r["dense_params"] / 1e6,
+            "MFLOPs/sample": r["flops_per_sample"] / 1e6,
+            "MFU %": 100 * r["mfu"],
+            "MFU % cpu-time": 100 * r["mfu_cpu_time"],
+        }
+        for r in rows
+    ]
+
+
 def print_json(payload: dict) -> None:
     """The last line of every benchmark: one JSON object."""
     print(json.dumps(payload, sort_keys=True, default=float))

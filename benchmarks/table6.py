@@ -153,16 +153,7 @@ def run(args: argparse.Namespace) -> dict:
         f"loadavg {load_before} -> {C.load_info()}"
     )
     C.print_table(
-        [
-            {
-                **r,
-                "dense params (M)": r["dense_params"] / 1e6,
-                "MFLOPs/sample": r["flops_per_sample"] / 1e6,
-                "MFU %": 100 * r["mfu"],
-                "MFU % cpu-time": 100 * r["mfu_cpu_time"],
-            }
-            for r in rows
-        ],
+        C.with_display_columns(rows),
         [
             "model",
             "dtype",
