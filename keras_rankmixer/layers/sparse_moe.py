@@ -29,7 +29,9 @@ class SparseMoE(keras.layers.Layer):
     - `"relu"` (paper Eq. 10, from ReMoE): `G = ReLU(h(s))`, no top-k, no softmax. The L1
       regularizer `lambda * L_reg` with `L_reg = mean_batch sum_{t,j} G_tj` (Eq. 11) is added
       with `add_loss` (in float32, so mixed precision works); by default each expert's gates
-      are weighted by its load (`balance_l1`, ReMoE's load-balanced variant).
+      are weighted by its load (`balance_l1`, ReMoE's load-balanced variant). In training a
+      small straight-through gradient reaches switched-off gates (`gate_gradient_leak`), so
+      gates that the L1 term killed can come back; the forward value is unchanged.
     - `"dtsi"` (dense-train / sparse-infer): two routers, `train_router` (h_train) and
       `infer_router` (h_infer). Our wiring (the paper gives none)::
 
@@ -61,6 +63,22 @@ class SparseMoE(keras.layers.Layer):
     `"only_first_replica"` (replica 0's batch shard decides the step's update, so replicas
     never diverge) and the measurement variables use `"mean"`.
 
+    **Load controller** (`load_bias_rate`, `"relu"` / `"dtsi"`). The ReMoE rule alone does
+    not hold the target on small data: lambda overshoots while the routers are still dense,
+    some experts' gates go to zero for every sample, a switched-off expert gets no gradient
+    and stays useless, so the task loss keeps it off and lambda sinks to its floor with the
+    active ratio 20-40% under target (measured on Frappe, `benchmarks/RESULTS.md`). So every
+    served gate also gets a non-trainable offset, `G = ReLU(h(s) + b)` with `b` `(T, E)`
+    named `gate_offset`, and after every training call
+    `b_tj <- b_tj + load_bias_rate * sign(target_active_ratio - load_tj)`, where `load_tj`
+    is the fraction of the batch for which expert j of token t is on: an expert that is off
+    too often is raised until it is used again, a busy one is lowered (the auxiliary-loss-free
+    balancing of DeepSeek-V3, applied to ReLU gates). Each expert's load then oscillates
+    around the target, which also evens out the per-expert load the sparse-inference capacity
+    depends on. The offset is part of the served model (saved, exported); it is updated
+    like `l1_lambda` (inside the compiled step; `"only_first_replica"` under tf.distribute).
+    `load_bias_rate=0` disables it.
+
     **Observability.** After each training call: `active_ratio` (scalar, fraction of non-zero
     gates in the batch), `router_active_ratio` `(T,)` (per token) and `l1_lambda`. Read them
     with `moe_stats()`, or add `keras_rankmixer.moe_callbacks.MoEMonitor` to `fit` to get them
@@ -84,7 +102,7 @@ class SparseMoE(keras.layers.Layer):
     `router_*` inside the router sublayers `router`, or `train_router` / `infer_router` for
     dtsi): `expert_kernel_1` `(T, E, D, H)`, `expert_bias_1` `(T, E, H)`, `expert_kernel_2`
     `(T, E, H, D)`, `expert_bias_2` `(T, E, D)`; `router_kernel` `(T, D, E)`,
-    `router_bias` `(T, E)`.
+    `router_bias` `(T, E)`; non-trainable `gate_offset` `(T, E)` (the load controller's).
 
     Args:
         num_experts: Experts per token, E.
@@ -112,6 +130,18 @@ class SparseMoE(keras.layers.Layer):
             (the expert is not in the forward), so under Adam a full-weight surrogate drags
             switched-off experts along `-dL/dy` every step; on Frappe `w=1` lost ~0.02 AUC
             against `w=0.1` (benchmarks/RESULTS.md).
+        gate_gradient_leak: `"relu"` / `"dtsi"`: slope of a straight-through gradient for
+            switched-off gates in training. The forward value stays exactly `ReLU(h(s))`;
+            the task loss's gradient `<e_j, dL/dy>` reaches a logit `< 0` scaled by this
+            slope, so a gate the L1 term pushed to zero comes back when the task wants the
+            expert (a plain ReLU gate at zero never gets a gradient again, and its token's
+            active ratio then stays below the target however small lambda gets). The L1
+            term's gradient is unchanged (it only pushes active gates down); experts of
+            switched-off gates get no gradient from it. 0 gives the plain ReLU. Defaults
+            to 0.01.
+        load_bias_rate: `"relu"` / `"dtsi"`: step of the load controller (see above), in
+            router-logit units per training step. Defaults to 0.05 (0.01 was too slow to
+            reach the target on Frappe within a few hundred steps). 0 disables it.
         activation: Expert activation. Defaults to `"gelu"`.
         kernel_initializer: Expert kernel initializer (default: Glorot per expert matrix).
         bias_initializer: Expert bias initializer.
@@ -156,6 +186,8 @@ class SparseMoE(keras.layers.Layer):
         capacity_factor: float = 2.0,
         balance_l1: bool = True,
         dense_grad_weight: float = 0.1,
+        gate_gradient_leak: float = 0.01,
+        load_bias_rate: float = 0.05,
         activation: str | Any = "gelu",
         kernel_initializer: str | Any = None,
         bias_initializer: str | Any = "zeros",
@@ -196,7 +228,24 @@ class SparseMoE(keras.layers.Layer):
                 f"got inference_mode={inference_mode!r}."
             )
         check_positive("capacity_factor", capacity_factor)
+        if (
+            not isinstance(load_bias_rate, int | float)
+            or isinstance(load_bias_rate, bool)
+            or load_bias_rate < 0
+        ):
+            raise ValueError(
+                f"`load_bias_rate` must be a number >= 0, got load_bias_rate={load_bias_rate!r}."
+            )
         check_positive("dense_grad_weight", dense_grad_weight)
+        if (
+            not isinstance(gate_gradient_leak, int | float)
+            or isinstance(gate_gradient_leak, bool)
+            or not 0 <= gate_gradient_leak <= 1
+        ):
+            raise ValueError(
+                "`gate_gradient_leak` must be a number in [0, 1], "
+                f"got gate_gradient_leak={gate_gradient_leak!r}."
+            )
         self.num_experts = num_experts
         self.hidden_ratio = hidden_ratio
         self.target_active_ratio = float(target_active_ratio)
@@ -213,6 +262,8 @@ class SparseMoE(keras.layers.Layer):
         self.capacity_factor = float(capacity_factor)
         self.balance_l1 = bool(balance_l1)
         self.dense_grad_weight = float(dense_grad_weight)
+        self.gate_gradient_leak = float(gate_gradient_leak)
+        self.load_bias_rate = float(load_bias_rate)
         self.activation = keras.activations.get(activation)
         self.kernel_initializer = keras.initializers.get(
             kernel_initializer if kernel_initializer is not None else per_token_glorot_uniform()
@@ -275,6 +326,8 @@ class SparseMoE(keras.layers.Layer):
             )
 
         self.l1_lambda = state("l1_lambda", (), self.l1_init, "only_first_replica")
+        # per-(token, expert) offset added to the served router's logits (relu / dtsi)
+        self.gate_offset = state("gate_offset", (t, e), 0.0, "only_first_replica")
         self.active_ratio = state("active_ratio", (), 0.0, "mean")
         self.router_active_ratio = state("router_active_ratio", (t,), 0.0, "mean")
         self.infer_gate_count = state("infer_gate_count", (), 0.0, "sum")
@@ -289,12 +342,12 @@ class SparseMoE(keras.layers.Layer):
 
     # ------------------------------------------------------------------ gates
     def _gates(self, inputs):
-        """Served gates `(B, T, E)` and (topk only) the router logits."""
-        if self.routing == "dtsi":
-            return ops.relu(self.infer_router(inputs)), None
+        """Served gates `(B, T, E)` and the (served) router's logits."""
+        if self.routing in ("relu", "dtsi"):
+            router = self.infer_router if self.routing == "dtsi" else self.router
+            logits = router(inputs) + ops.cast(self.gate_offset.value, self.compute_dtype)
+            return ops.relu(logits), logits
         logits = self.router(inputs)
-        if self.routing == "relu":
-            return ops.relu(logits), None
         _, index = ops.top_k(logits, self.num_selected)
         mask = ops.sum(ops.one_hot(index, self.num_experts, dtype=logits.dtype), axis=-2)
         masked = ops.where(mask > 0, logits, ops.full_like(logits, -1e9))
@@ -314,7 +367,12 @@ class SparseMoE(keras.layers.Layer):
         gates, logits = self._gates(inputs)
         if training:
             hidden = self._hidden(inputs)
-            out = self._mix(gates, hidden)
+            task_gates = gates
+            if self.routing != "topk" and self.gate_gradient_leak > 0:
+                # forward value exactly `gates`; gradient `leak * dL/dG` reaches logits < 0
+                neg = ops.minimum(logits, 0)
+                task_gates = gates + self.gate_gradient_leak * (neg - ops.stop_gradient(neg))
+            out = self._mix(task_gates, hidden)
             if self.routing == "dtsi":
                 dense_gates = ops.softplus(self.train_router(inputs))
                 off = ops.stop_gradient(ops.cast(ops.equal(gates, 0), dense_gates.dtype))
@@ -349,9 +407,12 @@ class SparseMoE(keras.layers.Layer):
             return
         lam = ops.convert_to_tensor(self.l1_lambda.value)
         gates32 = ops.cast(gates, "float32")
+        load = ops.stop_gradient(ops.mean(active, axis=0))  # (T, E) fraction of the batch
         if self.balance_l1:  # ReMoE's load-balanced L1: weight each expert by its load
-            load = ops.stop_gradient(ops.mean(active, axis=0)) / self.target_active_ratio
-            gates32 = gates32 * load
+            gates32 = gates32 * (load / self.target_active_ratio)
+        if self.load_bias_rate > 0:  # move each expert's load towards the target
+            step = self.load_bias_rate * ops.sign(self.target_active_ratio - load)
+            self.gate_offset.assign(self.gate_offset.value + step)
         l1 = ops.mean(ops.sum(gates32, axis=(1, 2)))
         self.add_loss(ops.cast(lam * l1, "float32"))
         sparsity = 1.0 - ratio
@@ -454,6 +515,8 @@ class SparseMoE(keras.layers.Layer):
                 "capacity_factor": self.capacity_factor,
                 "balance_l1": self.balance_l1,
                 "dense_grad_weight": self.dense_grad_weight,
+                "gate_gradient_leak": self.gate_gradient_leak,
+                "load_bias_rate": self.load_bias_rate,
                 "activation": keras.activations.serialize(self.activation),
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
                 "bias_initializer": keras.initializers.serialize(self.bias_initializer),

@@ -51,18 +51,16 @@ def _gelu(v):
 
 def _reference(layer, x, gates):
     """NumPy: out[b,t] = sum_j gates[b,t,j] * (gelu(x W1 + b1) W2 + b2)."""
+    return np.einsum("bte,bted->btd", gates, _reference_experts(layer, x))
+
+
+def _reference_experts(layer, x):
+    """NumPy: every expert's output `(B, T, E, D)`."""
     w1, b1, w2, b2 = (
-        _np(v)
-        for v in (
-            layer.expert_kernel_1,
-            layer.expert_bias_1,
-            layer.expert_kernel_2,
-            layer.expert_bias_2,
-        )
+        _np(getattr(layer, n))
+        for n in ("expert_kernel_1", "expert_bias_1", "expert_kernel_2", "expert_bias_2")
     )
-    hidden = _gelu(np.einsum("btd,tedh->bteh", x, w1) + b1)
-    experts = np.einsum("bteh,tehd->bted", hidden, w2) + b2
-    return np.einsum("bte,bted->btd", gates, experts)
+    return np.einsum("bteh,tehd->bted", _gelu(np.einsum("btd,tedh->bteh", x, w1) + b1), w2) + b2
 
 
 def _router_logits(router, x):
@@ -196,11 +194,89 @@ def test_l1_loss_value_and_lambda_rule(balance):
     assert _np(layer.active_ratio) == 0.0
 
 
+@pytest.mark.parametrize("routing", ["relu", "dtsi"])
+def test_gate_gradient_leak_revives_switched_off_gates(routing):
+    """A gate at 0 gets `leak * <e_j, dL/dy>` from the task loss; forward and L1 unchanged."""
+    layer = _layer(routing, inference_mode="dense", gate_gradient_leak=0.0, l1_init=0.05)
+    leaky = _copy(layer, gate_gradient_leak=0.1)
+    router = "infer_router" if routing == "dtsi" else "router"
+    x, w = _x(), np.random.default_rng(7).normal(size=(B, T, D)).astype("float32")
+    np.testing.assert_array_equal(_np(leaky(x, training=True)), _np(layer(x, training=True)))
+    g0 = _grads(layer, x, w, training=True, with_losses=False)
+    g1 = _grads(leaky, x, w, training=True, with_losses=False)
+    # NumPy: d sum(y * w) / d logit_btj = <e_tj(x_b), w_bt> (times 1 on, times leak off)
+    logits = _router_logits(getattr(layer, router), x)
+    on = (logits > 0).astype("float32")
+    assert 0 < on.mean() < 1
+    dgate = np.einsum("bted,btd->bte", _reference_experts(layer, x), w)
+    for leak, grads in ((0.0, g0), (0.1, g1)):
+        dlogit = dgate * (on + leak * (1 - on))
+        np.testing.assert_allclose(
+            grads[f"{router}/router_bias"], dlogit.sum(0), rtol=1e-4, atol=1e-5
+        )
+        np.testing.assert_allclose(
+            grads[f"{router}/router_kernel"],
+            np.einsum("btd,bte->tde", x, dlogit),
+            rtol=1e-4,
+            atol=1e-5,
+        )
+    # experts of switched-off gates still get nothing from the leak (their gate value is 0)
+    for name in ("expert_kernel_1", "expert_kernel_2"):
+        np.testing.assert_allclose(g1[name], g0[name], rtol=1e-5, atol=1e-7)
+    # the L1 term's gradient is unchanged: it only ever pushes active gates down
+    l0 = _grads(layer, x, np.zeros_like(w), training=True)
+    l1 = _grads(leaky, x, np.zeros_like(w), training=True)
+    np.testing.assert_allclose(l1[f"{router}/router_bias"], l0[f"{router}/router_bias"], rtol=1e-6)
+    assert np.abs(l0[f"{router}/router_bias"]).max() > 0
+
+
+@pytest.mark.parametrize("routing", ["relu", "dtsi"])
+def test_load_controller_offsets_match_numpy_and_revive_a_dead_expert(routing):
+    layer = _layer(routing, target_active_ratio=0.5, load_bias_rate=0.25, inference_mode="dense")
+    router = layer.infer_router if routing == "dtsi" else layer.router
+    bias = _np(router.router_bias)
+    bias[0, 0] = -50.0  # token 0, expert 0: off for every sample
+    router.router_bias.assign(bias)
+    x = _x(2, batch=64)
+    logits = _router_logits(router, x)
+    layer(x, training=True)
+    load = (logits > 0).mean(0)  # (T, E)
+    assert load[0, 0] == 0.0
+    np.testing.assert_allclose(_np(layer.gate_offset), 0.25 * np.sign(0.5 - load), atol=1e-7)
+    # the served gates include the offset
+    gates = np.maximum(logits + _np(layer.gate_offset), 0)
+    np.testing.assert_allclose(_np(layer(x)), _reference(layer, x, gates), rtol=1e-4, atol=1e-4)
+    # a dead expert comes back: its offset rises 0.25 a step until it is active for some
+    # samples (no optimizer involved), whereas without the controller it stays dead
+    frozen = _copy(layer, load_bias_rate=0.0)
+
+    def per_expert(lyr, shift=0.0):
+        offset = _np(lyr.gate_offset) + shift
+        return (np.maximum(_router_logits(router, x) + offset, 0) > 0).mean(0)
+
+    for _ in range(300):
+        layer(x, training=True)
+        frozen(x, training=True)
+    assert per_expert(frozen)[0, 0] == 0.0
+    assert per_expert(layer)[0, 0] > 0
+    # every expert's offset now sits where its load crosses the target, to within the
+    # +-rate oscillation of the sign steps: two steps down is at or below it, two up at or above
+    assert (per_expert(layer, -0.5) <= 0.5).all() and (per_expert(layer, 0.5) >= 0.5).all()
+
+
+def test_load_controller_is_off_for_topk_and_at_rate_zero():
+    x = _x()
+    for layer in (_layer("topk"), _layer("relu", load_bias_rate=0.0)):
+        layer(x, training=True)
+        assert np.abs(_np(layer.gate_offset)).max() == 0.0
+
+
 # ---------------------------------------------------------------- DTSI (a)-(d)
 
 
 def test_dtsi_a_infer_router_gets_task_gradient_only_from_task_loss():
-    layer = _layer("dtsi", inference_mode="dense")
+    # leak 0: the gradient is exactly the served model's (the leak is tested on its own below)
+    layer = _layer("dtsi", inference_mode="dense", gate_gradient_leak=0.0)
     layer.l1_lambda.assign(0.0)
     x, w = _x(), np.random.default_rng(5).normal(size=(B, T, D)).astype("float32")
     train = _grads(layer, x, w, training=True)
@@ -227,6 +303,7 @@ def test_dtsi_b_inactive_expert_still_trained_dense():
     relu.router.set_weights(layer.infer_router.get_weights())
     for name in ("expert_kernel_1", "expert_bias_1", "expert_kernel_2", "expert_bias_2"):
         getattr(relu, name).assign(getattr(layer, name))
+    weak = _copy(layer, dense_grad_weight=0.1)  # before training calls move `gate_offset`
     x, w = _x(), np.random.default_rng(6).normal(size=(B, T, D)).astype("float32")
     gd = _grads(layer, x, w, training=True, with_losses=False)
     gr = _grads(relu, x, w, training=True, with_losses=False)
@@ -238,7 +315,6 @@ def test_dtsi_b_inactive_expert_still_trained_dense():
         # an always-active expert gets exactly the served model's gradient
         np.testing.assert_allclose(gd[name][0, 1], gr[name][0, 1], rtol=1e-4, atol=1e-6)
     # dense_grad_weight scales only the switched-off experts' (surrogate) gradient
-    weak = _copy(layer, dense_grad_weight=0.1)
     gw = _grads(weak, x, w, training=True, with_losses=False)
     np.testing.assert_allclose(
         gw["expert_kernel_1"][0, 0], 0.1 * gd["expert_kernel_1"][0, 0], rtol=1e-4, atol=1e-7
@@ -262,9 +338,13 @@ def test_dtsi_c_inference_ignores_train_router(mode):
 def test_dtsi_d_train_and_inference_forward_agree():
     layer = _layer("dtsi", inference_mode="dense")
     x = _x(3, batch=32)
-    diff = np.abs(_np(layer(x, training=True)) - _np(layer(x, training=False))).max()
-    # measured 0.0 on TF and JAX (CPU): the straight-through term is exactly z - z
+    # inference first: a training call moves `gate_offset` (the load controller) after its
+    # forward, so both forwards below see the same weights and state
+    served = _np(layer(x, training=False))
+    diff = np.abs(_np(layer(x, training=True)) - served).max()
+    # measured 0.0 on TF and JAX (CPU): the straight-through terms are exactly z - z
     assert diff <= 1e-6, diff
+    assert np.abs(_np(layer.gate_offset)).max() > 0  # ... and the training call did move it
 
 
 # ---------------------------------------------------------------- sparse inference
@@ -387,6 +467,8 @@ def test_config_and_keras_file_round_trip(tmp_path):
         ({"top_k": 9}, "top_k"),
         ({"inference_mode": "fast"}, "inference_mode"),
         ({"capacity_factor": 0}, "capacity_factor"),
+        ({"gate_gradient_leak": -0.1}, "gate_gradient_leak"),
+        ({"load_bias_rate": -1}, "load_bias_rate"),
         ({"load_balance_weight": -1}, "load_balance_weight"),
     ],
 )
