@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import keras
 import numpy as np
@@ -164,6 +168,55 @@ def test_train_interrupt_resume_and_evaluate(data_dir, tmp_path):
     again = EpochsSeen()
     assert train_cmd.build_and_train(dict(config), extra_callbacks=[again])["epochs_run"] == 3
     assert again.epochs == []
+
+
+def test_killed_process_resumes_from_its_last_backed_up_epoch(data_dir, tmp_path):
+    """SIGKILL a real `rankmixer train` process mid-run; the same command again resumes."""
+    big = tmp_path / "big"
+    big.mkdir()
+    write_split(big / "train.csv", 12_000, 3)  # ~190 steps of 64: an epoch takes a while
+    (big / "valid.csv").write_text((data_dir / "valid.csv").read_text())
+    (big / "features.json").write_text((data_dir / "features.json").read_text())
+    run_dir = tmp_path / "run"
+    config = config_for(big, run_dir, epochs=5)
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps(config))
+    metadata = run_dir / runs.BACKUP_DIR / "training_metadata.json"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "keras_rankmixer.cli", "train", "--config", str(config_path)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            if metadata.exists():
+                try:
+                    if json.loads(metadata.read_text())["epoch"] >= 2:
+                        break  # epochs 0 and 1 are backed up: kill it during epoch 2
+                except (ValueError, KeyError):
+                    pass  # caught mid-write; look again
+            time.sleep(0.02)
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (run_dir / runs.METRICS_FILE).exists()
+    resume_at = json.loads(metadata.read_text())["epoch"]
+    assert 2 <= resume_at < 5
+
+    seen = EpochsSeen()
+    metrics = train_cmd.build_and_train(dict(config), extra_callbacks=[seen])
+    assert seen.epochs == list(range(resume_at, 5))  # nothing before the backup is redone
+    history = runs.load_history(str(run_dir / runs.HISTORY_FILE))
+    assert [h["epoch"] for h in history] == [0, 1, 2, 3, 4]
+    assert metrics["epochs_run"] == 5
+    assert history[-1]["loss"] < history[0]["loss"]
 
 
 def test_interrupted_run_with_other_config_is_refused(data_dir, tmp_path):
