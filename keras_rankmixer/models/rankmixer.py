@@ -38,6 +38,9 @@ def add_task_towers(
     return outputs
 
 
+POOLINGS = ("mean", "flatten")
+
+
 def build_rankmixer(
     features: Sequence[Feature],
     num_tokens: int,
@@ -57,6 +60,7 @@ def build_rankmixer(
     shared_ffn: bool = False,
     ffn_factory: Callable[[int], keras.layers.Layer] | None = None,
     moe: dict | None = None,
+    pooling: str = "mean",
     dtype=None,
     name: str = "rankmixer",
 ) -> keras.Model:
@@ -86,6 +90,9 @@ def build_rankmixer(
             "hidden_ratio": 0.5, "routing": "dtsi", "target_active_ratio": 0.25}`); when set,
             every block's FFN is `SparseMoE(**moe)` (built with `dtype`). Exclusive with
             `ffn_factory`.
+        pooling: How the T output tokens reach the towers: `"mean"` (the paper: mean over
+            tokens, width D) or `"flatten"` (concatenate them, width T*D; keeps which token
+            said what, useful when T is small, e.g. a 10-field dataset).
         dtype: Dtype policy for all layers (e.g. `"mixed_bfloat16"`); None uses the global one.
             Outputs are float32 in every case.
         name: Model name.
@@ -109,6 +116,8 @@ def build_rankmixer(
     """
     features = check_features(features)
     tasks = _check_tasks(tasks)
+    if pooling not in POOLINGS:
+        raise ValueError(f"`pooling` must be one of {POOLINGS}, got pooling={pooling!r}.")
     if not isinstance(num_layers, int) or num_layers < 1:
         raise ValueError(f"`num_layers` must be a positive int, got num_layers={num_layers!r}.")
     if moe is not None:
@@ -140,7 +149,10 @@ def build_rankmixer(
             dtype=dtype,
             name=f"block_{i}",
         )(x)
-    pooled = keras.layers.GlobalAveragePooling1D(dtype=dtype, name="mean_pool")(x)
+    if pooling == "flatten":
+        pooled = keras.layers.Flatten(dtype=dtype, name="flatten_tokens")(x)
+    else:
+        pooled = keras.layers.GlobalAveragePooling1D(dtype=dtype, name="mean_pool")(x)
     outputs = add_task_towers(pooled, tasks, tower_units, dtype=dtype)
     return keras.Model(inputs=inputs, outputs=outputs, name=name)
 

@@ -130,6 +130,7 @@ def test_out_of_vocabulary_and_missing_inputs_are_safe():
         ({"tasks": ["a", "a"]}, "tasks"),
         ({"num_tokens": 0}, "num_tokens"),
         ({"hidden_ratio": -2}, "hidden_ratio"),
+        ({"pooling": "max"}, "pooling"),
     ],
 )
 def test_bad_arguments(kwargs, match):
@@ -137,6 +138,22 @@ def test_bad_arguments(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         kr.build_rankmixer(SPECS, **args)
+
+
+def test_flatten_pooling_feeds_every_token_to_the_tower():
+    model = tiny(pooling="flatten")
+    assert tuple(model.get_layer("flatten_tokens").output.shape) == (None, 4 * 16)
+    # the tower sees token order: swapping two output tokens changes the prediction,
+    # whereas mean pooling (the default) is blind to it
+    head = keras.Model(model.get_layer("block_1").output, model.outputs)
+    mean = tiny()
+    mean_head = keras.Model(mean.get_layer("block_1").output, mean.outputs)
+    tokens = np.random.default_rng(0).normal(size=(2, 4, 16)).astype("float32")
+    swapped = tokens[:, [1, 0, 2, 3]]
+    assert not np.allclose(to_numpy(head(tokens)[0]), to_numpy(head(swapped)[0]))
+    np.testing.assert_allclose(
+        to_numpy(mean_head(tokens)[0]), to_numpy(mean_head(swapped)[0]), rtol=1e-5
+    )
 
 
 def test_presets():
