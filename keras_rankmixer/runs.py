@@ -298,6 +298,7 @@ def training_callbacks(
     reduce_lr_on_plateau: bool = False,
     resume: bool = True,
     plot: bool = True,
+    min_delta: float = 1e-4,
 ) -> list[keras.callbacks.Callback]:
     """The callbacks of a resumable run: exact validation AUC, early stopping, history, backup.
 
@@ -315,6 +316,10 @@ def training_callbacks(
             (as FuxiCTR/BARS do).
         resume: Add `BackupAndRestore(run_dir/backup)`.
         plot: Redraw `curves.png` after every epoch.
+        min_delta: The smallest change of `monitor` that counts as an improvement, for early
+            stopping and the learning-rate schedule alike (default 1e-4, Keras's
+            `ReduceLROnPlateau` default: without it a run whose AUC creeps up by 1e-6 an
+            epoch at the minimum learning rate never stops).
     """
     os.makedirs(run_dir, exist_ok=True)
     callbacks: list[keras.callbacks.Callback] = []
@@ -324,13 +329,19 @@ def training_callbacks(
         if reduce_lr_on_plateau:
             callbacks.append(
                 keras.callbacks.ReduceLROnPlateau(
-                    monitor=monitor, mode=mode, factor=0.1, patience=1, min_lr=1e-6, verbose=1
+                    monitor=monitor,
+                    mode=mode,
+                    factor=0.1,
+                    patience=1,
+                    min_lr=1e-6,
+                    min_delta=min_delta,
+                    verbose=1,
                 )
             )
         if patience is not None:
             callbacks.append(
                 keras.callbacks.EarlyStopping(
-                    monitor=monitor, mode=mode, patience=patience, verbose=1
+                    monitor=monitor, mode=mode, patience=patience, min_delta=min_delta, verbose=1
                 )
             )
         callbacks.append(
