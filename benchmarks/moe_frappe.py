@@ -96,6 +96,9 @@ def build_model(method, fraction, sizes, args):
         load_balance_weight=args.load_balance_weight if method == "topk_lb" else 0.0,
         capacity_factor=args.capacity_factor,
     )
+    if method in ("relu", "dtsi"):
+        moe["gate_gradient_leak"] = args.gate_gradient_leak
+        moe["load_bias_rate"] = args.load_bias_rate
     if method == "dtsi":
         moe["dense_grad_weight"] = args.dtsi_dense_grad_weight
     return build_rankmixer(specs, moe=moe, **common)
@@ -172,10 +175,28 @@ def run_one(method, fraction, seed, data, sizes, args):
             np.mean([history.history[f"moe/{p}/active_ratio"][-1] for p in layers])
         )
         result["l1_lambda"] = [history.history[f"moe/{p}/l1_lambda"][-1] for p in layers]
+        # the same served path at a tighter capacity: how much overflow and AUC that costs
+        for layer in layers.values():
+            layer.capacity_factor = args.tight_capacity_factor
+            layer.reset_inference_stats()
+        model.predict_function = None
+        tight = model.predict(xte, batch_size=args.batch_size, verbose=0)["click"]
+        tight_auc = keras.metrics.AUC()
+        tight_auc.update_state(yte["click"], tight)
+        result["tight_capacity_factor"] = args.tight_capacity_factor
+        result["tight_test_auc"] = float(tight_auc.result())
+        result["tight_overflow_ratio"] = float(
+            np.mean([layer.inference_stats()["overflow_ratio"] for layer in layers.values()])
+        )
+        for layer in layers.values():
+            layer.capacity_factor = args.capacity_factor
         # dense-mode predictions: same weights, every expert computed
         _set_inference_mode(model, layers, "dense")
         dense_pred = model.predict(xte, batch_size=args.batch_size, verbose=0)["click"]
         result["sparse_vs_dense_max_abs"] = float(np.max(np.abs(dense_pred - pred)))
+        dense_auc = keras.metrics.AUC()
+        dense_auc.update_state(yte["click"], dense_pred)
+        result["dense_compute_test_auc"] = float(dense_auc.result())
         result["dense_compute_rows_per_s"] = round(_throughput(model, xte, args.batch_size))
         _set_inference_mode(model, layers, "sparse")
         result["sparse_rows_per_s"] = round(_throughput(model, xte, args.batch_size))
@@ -205,8 +226,8 @@ def report(rows, plot_path=None):
         cells.setdefault((r["method"], r["fraction"]), []).append(r)
     header = (
         f"{'method':8s} {'active':>6s} {'n':>2s} {'test AUC mean':>13s} {'std':>7s} "
-        f"{'logloss':>8s} {'measured active':>15s} {'overflow':>8s} {'sparse rows/s':>13s} "
-        f"{'dense rows/s':>12s}"
+        f"{'logloss':>8s} {'measured active':>15s} {'overflow':>8s} {'AUC all-exp':>11s} "
+        f"{'AUC tight':>9s} {'ovf tight':>9s} {'sparse rows/s':>13s} {'dense rows/s':>12s}"
     )
     print(header)
     print("-" * len(header))
@@ -219,9 +240,13 @@ def report(rows, plot_path=None):
         sps = np.mean([r.get("sparse_rows_per_s", float("nan")) for r in rs])
         dps = np.mean([r["dense_compute_rows_per_s"] for r in rs])
         ll = np.mean([r["test_logloss"] for r in rs])
+        all_exp = np.mean([r.get("dense_compute_test_auc", np.nan) for r in rs])
+        tight = np.mean([r.get("tight_test_auc", np.nan) for r in rs])
+        tight_ovf = np.mean([r.get("tight_overflow_ratio", np.nan) for r in rs])
         print(
             f"{method:8s} {frac:6.3f} {len(rs):2d} {aucs.mean():13.4f} {std:7.4f} {ll:8.4f} "
-            f"{act:15.3f} {ovf:8.3f} {sps:13.0f} {dps:12.0f}"
+            f"{act:15.3f} {ovf:8.3f} {all_exp:11.4f} {tight:9.4f} {tight_ovf:9.4f} "
+            f"{sps:13.0f} {dps:12.0f}"
         )
         summary[f"{method}@{frac}"] = {
             "n": len(rs),
@@ -229,6 +254,10 @@ def report(rows, plot_path=None):
             "auc_std": round(std, 5),
             "active_ratio": round(float(act), 4),
             "overflow_ratio": round(float(ovf), 4),
+            "per_seed_auc": [round(float(a), 4) for a in aucs],
+            "all_experts_auc": round(float(all_exp), 5),
+            "tight_capacity_auc": round(float(tight), 5),
+            "tight_capacity_overflow": round(float(tight_ovf), 5),
         }
     if plot_path:
         import matplotlib
@@ -284,7 +313,15 @@ def main(argv=None) -> int:
     p.add_argument("--num-experts", type=int, default=8)
     p.add_argument("--load-balance-weight", type=float, default=0.01)
     p.add_argument("--capacity-factor", type=float, default=2.0)
+    p.add_argument(
+        "--tight-capacity-factor",
+        type=float,
+        default=1.25,
+        help="also measure test AUC and overflow of the served path at this capacity factor",
+    )
     p.add_argument("--dtsi-dense-grad-weight", type=float, default=0.1)
+    p.add_argument("--gate-gradient-leak", type=float, default=0.01)
+    p.add_argument("--load-bias-rate", type=float, default=0.05)
     p.add_argument("--tag", default="", help="suffix for the method label (variants)")
     p.add_argument("--results", default=os.path.join(ROOT, "runs", "moe_frappe.jsonl"))
     p.add_argument("--fig4", default=os.path.join(HERE, "plots", "moe_frappe_fig4.png"))
