@@ -197,12 +197,18 @@ def run_one(name, config, specs, splits, seed, args, evaluate_test=True):
     return result
 
 
+def _settings_tag(r):
+    """The regularisation settings a run differs by (results of several sweeps side by side)."""
+    s = r.get("settings", {})
+    return f" l2={s.get('embedding_l2', 0.0):g} dropout={s.get('dropout', 0.0):g}"
+
+
 def summarize(results, key_fields=("model",)):
     groups = {}
     seen = set()
     for r in results:
         # the same model, config and seed run twice (by parallel invocations) counts once
-        ident = (r["model"], json.dumps(r["config"], sort_keys=True), r["seed"])
+        ident = (r["model"], json.dumps(r["config"], sort_keys=True), r["seed"], _settings_tag(r))
         if ident in seen:
             continue
         seen.add(ident)
@@ -210,7 +216,7 @@ def summarize(results, key_fields=("model",)):
             r["model"]
             if r["model"] in BASELINES
             else (r["model"] + " " + json.dumps(r["config"], sort_keys=True))
-        )
+        ) + _settings_tag(r)
         groups.setdefault(key, []).append(r)
     rows = []
     for rs in groups.values():
@@ -218,6 +224,7 @@ def summarize(results, key_fields=("model",)):
             "model": rs[0]["model"],
             "config": rs[0]["config"],
             "seeds": len(rs),
+            "settings": _settings_tag(rs[0]).strip(),
             "params": rs[0]["params"],
             "flops_per_sample": rs[0].get("flops_per_sample", 0),
             "train_seconds_mean": round(float(np.mean([r["train_seconds"] for r in rs])), 1),
@@ -251,22 +258,23 @@ def print_table(rows):
             f"{ms('test_auc')} {ms('test_logloss')} {r['epochs_mean']:>6} "
             f"{r['train_seconds_mean']:>8}"
         )
-        if r["model"] not in BASELINES:
-            print(f"{'':<18} config {json.dumps(r['config'], sort_keys=True)}")
+        extra = json.dumps(r["config"], sort_keys=True) if r["model"] not in BASELINES else ""
+        print(f"{'':<18} {r['settings']} {extra}")
 
 
 def print_markdown(rows):
     """The same table as Markdown (for benchmarks/RESULTS.md)."""
     print(
-        "| model | config | seeds | params | FLOPs/sample | valid AUC | test AUC | test logloss "
-        "| epochs | train s |"
+        "| model | config | regularisation | seeds | params | FLOPs/sample | valid AUC | test AUC "
+        "| test logloss | epochs | train s |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         cfg = r["config"]
         if r["model"] not in BASELINES:
-            cfg = {k: cfg[k] for k in ("num_tokens", "token_dim", "num_layers", "hidden_ratio")}
-            cfg = "T={num_tokens} D={token_dim} L={num_layers} k={hidden_ratio}".format(**cfg)
+            cfg = "T={num_tokens} D={token_dim} L={num_layers} k={hidden_ratio}".format(**cfg) + (
+                f" {cfg['pooling']} pooling" if "pooling" in cfg else ""
+            )
         else:
             cfg = json.dumps(cfg, sort_keys=True)
 
@@ -276,7 +284,7 @@ def print_markdown(rows):
             return f"{r[f'{m}_mean']:.4f} ± {r[f'{m}_std']:.4f}"
 
         print(
-            f"| {r['model']} | {cfg} | {r['seeds']} | {r['params']:,} | "
+            f"| {r['model']} | {cfg} | {r['settings']} | {r['seeds']} | {r['params']:,} | "
             f"{r.get('flops_per_sample', 0):,} | {ms('valid_auc')} | {ms('test_auc')} | "
             f"{ms('test_logloss')} | {r['epochs_mean']} | {r['train_seconds_mean']} |"
         )
@@ -312,7 +320,14 @@ def main(argv=None) -> int:
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     if args.tune:
         grid = TUNE_GRID[: args.tune_configs] if args.tune_configs else TUNE_GRID
-        jobs = [("rankmixer", c, s) for c in grid for s in seeds]
+        if args.rankmixer:
+            grid = [rm_config]
+        jobs = [
+            (m, c, s)
+            for m in args.models.split(",")
+            for c in (grid if m not in BASELINES else [None])
+            for s in seeds
+        ]
     else:
         jobs = [(m, rm_config, s) for s in seeds for m in args.models.split(",")]
     for name, config, seed in jobs:
