@@ -34,18 +34,6 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-FIELDS = [
-    "user",
-    "item",
-    "daytime",
-    "weekday",
-    "isweekend",
-    "homework",
-    "cost",
-    "weather",
-    "country",
-    "city",
-]
 METHODS = ("dense", "relu", "dtsi", "topk", "topk_lb")
 FRACTIONS = (0.5, 0.25, 0.125)
 
@@ -54,18 +42,21 @@ def load_frappe(data_dir: str):
     """Self-contained CSV loader: per field, raw ids -> contiguous ids 0..n-1 (all splits)."""
     import pandas as pd
 
+    from keras_rankmixer.data.readers import FRAPPE_COLUMNS
+
+    fields = FRAPPE_COLUMNS[1:]  # the label first, then the 10 id fields
     frames = {
         split: pd.read_csv(os.path.join(data_dir, f"{split}.csv"))
         for split in ("train_reconstructed", "valid", "test")
     }
     vocab = {}
-    for field in FIELDS:
+    for field in fields:
         values = np.unique(np.concatenate([f[field].to_numpy() for f in frames.values()]))
         vocab[field] = values
     out = {}
     for split, frame in frames.items():
         features = {
-            f: np.searchsorted(vocab[f], frame[f].to_numpy()).astype("int64") for f in FIELDS
+            f: np.searchsorted(vocab[f], frame[f].to_numpy()).astype("int64") for f in fields
         }
         labels = {"click": frame["label"].to_numpy().astype("float32").reshape(-1, 1)}
         out[split] = (features, labels)
@@ -75,10 +66,11 @@ def load_frappe(data_dir: str):
 
 def build_model(method, fraction, sizes, args):
     from keras_rankmixer import CategoricalFeature, build_rankmixer
+    from keras_rankmixer.data.readers import FRAPPE_COLUMNS
 
     specs = [
         CategoricalFeature(f, vocabulary_size=sizes[f], embedding_dim=args.embedding_dim, group=f)
-        for f in FIELDS
+        for f in FRAPPE_COLUMNS[1:]
     ]
     common = dict(
         num_tokens=args.num_tokens,
