@@ -200,7 +200,10 @@ def run_one(name, config, specs, splits, seed, args, evaluate_test=True):
 def _settings_tag(r):
     """The regularisation settings a run differs by (results of several sweeps side by side)."""
     s = r.get("settings", {})
-    return f" l2={s.get('embedding_l2', 0.0):g} dropout={s.get('dropout', 0.0):g}"
+    tag = f" l2={s.get('embedding_l2', 0.0):g}"
+    if r["model"] not in BASELINES:  # the baselines' dropout is in their config
+        tag += f" dropout={s.get('dropout', 0.0):g}"
+    return tag
 
 
 def summarize(results, key_fields=("model",)):
