@@ -1,0 +1,62 @@
+"""The Frappe benchmarks without the data: they skip cleanly, and the summary groups runs by
+model, config and regularisation (mean and std over seeds)."""
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import frappe, moe_frappe  # noqa: E402
+
+
+def test_frappe_skips_without_data(tmp_path, capsys):
+    assert frappe.main(["--data-dir", str(tmp_path / "absent")]) == 0
+    out = capsys.readouterr().out
+    assert "SKIPPED" in out and "may not be redistributed" in out
+    assert json.loads(out.strip().splitlines()[-1]) == {"benchmark": "frappe_x1", "skipped": True}
+
+
+def test_moe_frappe_skips_without_data(tmp_path, capsys):
+    assert moe_frappe.main(["--data", str(tmp_path / "absent")]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out.strip().splitlines()[-1])["skipped"] == "no data"
+
+
+def _run(model, seed, auc, l2=0.01, config=None):
+    return {
+        "model": model,
+        "seed": seed,
+        "config": config or {"num_tokens": 5, "token_dim": 40},
+        "params": 10,
+        "train_seconds": 1.0,
+        "epochs": 3,
+        "valid_auc": auc + 0.001,
+        "test_auc": auc,
+        "test_logloss": 0.2,
+        "settings": {"embedding_l2": l2, "dropout": 0.0},
+    }
+
+
+def test_summary_groups_by_model_config_and_regularisation():
+    runs = [
+        _run("rankmixer", 0, 0.97),
+        _run("rankmixer", 1, 0.98),
+        _run("rankmixer", 1, 0.98),  # the same run recorded twice counts once
+        _run("rankmixer", 0, 0.90, l2=0.05),
+        _run("dnn", 0, 0.95, config={"hidden_units": [4]}),
+    ]
+    rows = {(r["model"], r["settings"]): r for r in frappe.summarize(runs)}
+    assert set(rows) == {
+        ("rankmixer", "l2=0.01 dropout=0"),
+        ("rankmixer", "l2=0.05 dropout=0"),
+        ("dnn", "l2=0.01"),
+    }
+    main = rows[("rankmixer", "l2=0.01 dropout=0")]
+    assert main["seeds"] == 2
+    assert main["test_auc_mean"] == pytest.approx(0.975)
+    assert main["test_auc_std"] == pytest.approx(np.std([0.97, 0.98]))
+    assert rows[("rankmixer", "l2=0.05 dropout=0")]["test_auc_mean"] == pytest.approx(0.90)
