@@ -311,7 +311,7 @@ def main(argv=None) -> int:
         default=1.25,
         help="also measure test AUC and overflow of the served path at this capacity factor",
     )
-    p.add_argument("--dtsi-dense-grad-weight", type=float, default=0.1)
+    p.add_argument("--dtsi-dense-grad-weight", type=float, default=0.01)
     p.add_argument("--gate-gradient-leak", type=float, default=0.01)
     p.add_argument("--load-bias-rate", type=float, default=0.05)
     p.add_argument("--tag", default="", help="suffix for the method label (variants)")
