@@ -17,6 +17,16 @@ INFERENCE_MODES = ("sparse", "dense")
 _LAMBDA_MIN, _LAMBDA_MAX = 1e-30, 1e6
 
 
+def _check_non_negative(name: str, value: Any, at_most: float | None = None) -> None:
+    """Raise a `ValueError` naming `name` unless `value` is a number >= 0 (and <= `at_most`)."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+    if at_most is not None:
+        ok = ok and value <= at_most
+    if not ok:
+        bound = f"in [0, {at_most:g}]" if at_most is not None else ">= 0"
+        raise ValueError(f"`{name}` must be a number {bound}, got {name}={value!r}.")
+
+
 @keras.saving.register_keras_serializable(package="keras_rankmixer")
 class SparseMoE(keras.layers.Layer):
     """Per-token Sparse-MoE: a drop-in replacement for `PerTokenFFN` in `RankMixerBlock`.
@@ -215,39 +225,16 @@ class SparseMoE(keras.layers.Layer):
         check_positive("top_k", top_k, allow_none=True, integer=True)
         if top_k is not None and top_k > num_experts:
             raise ValueError(f"`top_k` must be <= num_experts={num_experts}, got top_k={top_k!r}.")
-        if (
-            not isinstance(load_balance_weight, int | float)
-            or isinstance(load_balance_weight, bool)
-            or load_balance_weight < 0
-        ):
-            raise ValueError(
-                "`load_balance_weight` must be a number >= 0, "
-                f"got load_balance_weight={load_balance_weight!r}."
-            )
+        _check_non_negative("load_balance_weight", load_balance_weight)
         if inference_mode not in INFERENCE_MODES:
             raise ValueError(
                 f"`inference_mode` must be one of {INFERENCE_MODES}, "
                 f"got inference_mode={inference_mode!r}."
             )
         check_positive("capacity_factor", capacity_factor)
-        if (
-            not isinstance(load_bias_rate, int | float)
-            or isinstance(load_bias_rate, bool)
-            or load_bias_rate < 0
-        ):
-            raise ValueError(
-                f"`load_bias_rate` must be a number >= 0, got load_bias_rate={load_bias_rate!r}."
-            )
+        _check_non_negative("load_bias_rate", load_bias_rate)
         check_positive("dense_grad_weight", dense_grad_weight)
-        if (
-            not isinstance(gate_gradient_leak, int | float)
-            or isinstance(gate_gradient_leak, bool)
-            or not 0 <= gate_gradient_leak <= 1
-        ):
-            raise ValueError(
-                "`gate_gradient_leak` must be a number in [0, 1], "
-                f"got gate_gradient_leak={gate_gradient_leak!r}."
-            )
+        _check_non_negative("gate_gradient_leak", gate_gradient_leak, at_most=1.0)
         self.num_experts = num_experts
         self.hidden_ratio = hidden_ratio
         self.target_active_ratio = float(target_active_ratio)
