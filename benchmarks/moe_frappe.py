@@ -96,10 +96,20 @@ def build_model(method, fraction, sizes, args):
     return build_rankmixer(specs, moe=moe, **common)
 
 
-def _set_inference_mode(model, layers, mode):
+def _reconfigure(model, layers, **attributes):
+    """Set serving attributes (`inference_mode`, `capacity_factor`) on every MoE layer."""
     for layer in layers.values():
-        layer.inference_mode = mode
-    model.predict_function = None  # re-trace with the new mode
+        for name, value in attributes.items():
+            setattr(layer, name, value)
+    model.predict_function = None  # re-trace with the new settings
+
+
+def _auc(labels, pred) -> float:
+    import keras
+
+    auc = keras.metrics.AUC()
+    auc.update_state(labels, pred)
+    return float(auc.result())
 
 
 def _throughput(model, features, batch_size, repeats=2):
@@ -145,14 +155,12 @@ def run_one(method, fraction, seed, data, sizes, args):
     for layer in layers.values():
         layer.reset_inference_stats()
     pred = model.predict(xte, batch_size=args.batch_size, verbose=0)["click"]
-    auc = keras.metrics.AUC()
-    auc.update_state(yte["click"], pred)
     logloss = float(keras.losses.binary_crossentropy(yte["click"], pred).numpy().mean())
     result = {
         "method": method + args.tag,
         "fraction": fraction,
         "seed": seed,
-        "test_auc": float(auc.result()),
+        "test_auc": _auc(yte["click"], pred),
         "test_logloss": logloss,
         "epochs": len(history.history["loss"]),
         "best_val_auc": float(max(history.history["val_auc"])),
@@ -168,29 +176,23 @@ def run_one(method, fraction, seed, data, sizes, args):
         )
         result["l1_lambda"] = [history.history[f"moe/{p}/l1_lambda"][-1] for p in layers]
         # the same served path at a tighter capacity: how much overflow and AUC that costs
+        _reconfigure(model, layers, capacity_factor=args.tight_capacity_factor)
         for layer in layers.values():
-            layer.capacity_factor = args.tight_capacity_factor
             layer.reset_inference_stats()
-        model.predict_function = None
         tight = model.predict(xte, batch_size=args.batch_size, verbose=0)["click"]
-        tight_auc = keras.metrics.AUC()
-        tight_auc.update_state(yte["click"], tight)
         result["tight_capacity_factor"] = args.tight_capacity_factor
-        result["tight_test_auc"] = float(tight_auc.result())
+        result["tight_test_auc"] = _auc(yte["click"], tight)
         result["tight_overflow_ratio"] = float(
             np.mean([layer.inference_stats()["overflow_ratio"] for layer in layers.values()])
         )
-        for layer in layers.values():
-            layer.capacity_factor = args.capacity_factor
+        _reconfigure(model, layers, capacity_factor=args.capacity_factor)
         # dense-mode predictions: same weights, every expert computed
-        _set_inference_mode(model, layers, "dense")
+        _reconfigure(model, layers, inference_mode="dense")
         dense_pred = model.predict(xte, batch_size=args.batch_size, verbose=0)["click"]
         result["sparse_vs_dense_max_abs"] = float(np.max(np.abs(dense_pred - pred)))
-        dense_auc = keras.metrics.AUC()
-        dense_auc.update_state(yte["click"], dense_pred)
-        result["dense_compute_test_auc"] = float(dense_auc.result())
+        result["dense_compute_test_auc"] = _auc(yte["click"], dense_pred)
         result["dense_compute_rows_per_s"] = round(_throughput(model, xte, args.batch_size))
-        _set_inference_mode(model, layers, "sparse")
+        _reconfigure(model, layers, inference_mode="sparse")
         result["sparse_rows_per_s"] = round(_throughput(model, xte, args.batch_size))
         if args.fig4 and method == "dtsi" and fraction == 0.25 and seed == args.seeds[0]:
             plot_active_ratio(
