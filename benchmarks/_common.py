@@ -73,6 +73,17 @@ def device_name() -> str:
     return f"GPU:{gpus[0].name}" if gpus else f"CPU x{os.cpu_count()}"
 
 
+def device_peak_bytes() -> int | None:
+    """JAX: the accelerator's peak bytes in use so far in this process (None where the
+    device does not report it, e.g. on CPU, or on TensorFlow)."""
+    if BACKEND != "jax":
+        return None
+    import jax
+
+    stats = jax.devices()[0].memory_stats() or {}
+    return stats.get("peak_bytes_in_use")
+
+
 # ----------------------------------------------------------------------------- timing
 
 

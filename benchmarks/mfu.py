@@ -229,6 +229,8 @@ def run(args: argparse.Namespace) -> dict:
         + ", ".join(f"{k}={v:.1f}" for k, v in peak_row.items())
         + f" (peak = {rows[0]['peak_kernel']}); loadavg {load_before} -> {C.load_info()}"
     )
+    if C.device_peak_bytes() is not None:
+        print(f"# device peak memory in use: {C.device_peak_bytes() / 2**30:.2f} GiB")
     C.print_table(
         [
             {
@@ -306,6 +308,8 @@ def run(args: argparse.Namespace) -> dict:
         **({"profile": profile["per_step_ms"]} if profile else {}),
         "loadavg_before": load_before,
         "loadavg": C.load_info(),
+        "device_peak_bytes": C.device_peak_bytes(),
+        "donate": not args.no_donate,
         "tag": args.tag,
     }
     if len(modes) == 2:
