@@ -6,6 +6,7 @@
 # Usage (JAX with CUDA; keras on PYTHONPATH):
 #     KERAS_BACKEND=jax bash benchmarks/gpu_suite.sh OUT_DIR [BUDGET_SECONDS]
 # Overrides for a dry run on a CPU: BIG=tiny MID=tiny BATCH=128 PEAK=256 PYTHON=python.
+# SUITE=levers runs the second round (GELU tanh, cuBLASLt epilogues, batch, repeat of infer).
 # The JSON line of each step is the last line of OUT_DIR/<step>.log; summary.jsonl has them all.
 set -u
 OUT_DIR=${1:?usage: gpu_suite.sh OUT_DIR [BUDGET_SECONDS]}
@@ -39,6 +40,16 @@ step() { # step NAME LIMIT_SECONDS COMMAND...
 }
 
 nvidia-smi -L 2>/dev/null | tee "$OUT_DIR/steps.txt"
+if [[ ${SUITE:-main} == levers ]]; then # the second round: levers for the gaps of the first
+  step mfu_mid_gelu_tanh 90 $PYTHON $MFU --preset "$MID" --mode train --ffn-activation gelu_tanh
+  step mfu_mid_b2x 90 $PYTHON $MFU --preset "$MID" --mode train --batch-size $((2 * BATCH))
+  step mfu_big_infer_r9 90 $PYTHON $MFU --preset "$BIG" --mode infer --repeats 9
+  step mfu_mid_tanh_cublaslt 90 env XLA_FLAGS=--xla_gpu_enable_cublaslt=true \
+    $PYTHON $MFU --preset "$MID" --mode train --ffn-activation gelu_tanh --tag cublaslt
+  step mfu_big_infer_tanh 90 $PYTHON $MFU --preset "$BIG" --mode infer --ffn-activation gelu_tanh
+  echo "== done; $((DEADLINE - $(date +%s)))s of the budget left" | tee -a "$OUT_DIR/steps.txt"
+  exit 0
+fi
 step mfu_big_train 150 $PYTHON $MFU --preset "$BIG" --mode train --tag "adam donate"
 step mfu_mid_train 100 $PYTHON $MFU --preset "$MID" --mode train --tag "adam donate"
 step mfu_big_infer 100 $PYTHON $MFU --preset "$BIG" --mode infer

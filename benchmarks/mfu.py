@@ -82,6 +82,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="after the timings, trace 3 steps into DIR and print where the op time goes",
     )
     p.add_argument("--no-donate", action="store_true", help="JAX: do not donate the step state")
+    p.add_argument(
+        "--ffn-activation",
+        choices=("gelu", "gelu_tanh"),
+        default="gelu",
+        help="PerTokenFFN activation: exact (erf) GELU, or its tanh approximation (a lever)",
+    )
     p.add_argument("--tag", default="", help="free text copied into the JSON line")
     return p.parse_args(argv)
 
@@ -93,21 +99,12 @@ def breakdown_entries(config, features, args, modes, entries, jit):
     token-mixing copies, the Adam state update); its step-time saving is that piece's cost. Returns
     `(entries, extra_timers, variant_flops)`.
     """
-    from keras_rankmixer.layers import PerTokenFFN
-
     entries = dict(entries)
     hidden = resolve_hidden_dim(
         config["token_dim"], config.get("hidden_ratio", 4), config.get("hidden_dim")
     )
     variants = {
-        "no_gelu": (
-            {
-                "ffn_factory": lambda i: PerTokenFFN(
-                    hidden_dim=hidden, activation="linear", dtype=args.dtype, name="ffn"
-                )
-            },
-            args.optimizer,
-        ),
+        "no_gelu": ({"activation": "linear"}, args.optimizer),
         "no_layer_norm": ({"use_layer_norm": False}, args.optimizer),
         "no_token_mixing": ({"use_token_mixing": False}, args.optimizer),
         "sgd": ({}, "sgd"),
@@ -176,6 +173,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.config:
         config.update(json.loads(args.config))
     features = C.synthetic_features(args.fields, args.vocab, args.embedding_dim)
+    config["activation"] = args.ffn_activation
     model = C.build_benchmark_model(config, features, args.dtype)
     stats = count_model(model)
     fwd = stats["flops_per_sample"]
@@ -310,6 +308,8 @@ def run(args: argparse.Namespace) -> dict:
         "loadavg": C.load_info(),
         "device_peak_bytes": C.device_peak_bytes(),
         "donate": not args.no_donate,
+        "ffn_activation": args.ffn_activation,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "tag": args.tag,
     }
     if len(modes) == 2:

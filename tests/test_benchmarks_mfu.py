@@ -25,11 +25,13 @@ def _tiny_model():
 def test_mfu_json_line_is_consistent(capsys):
     args = mfu.parse_args(
         "--preset tiny --batch-size 32 --mode both --repeats 1 --seconds 0.01 "
-        "--peak-size 128 --fields 4 --vocab 50 --embedding-dim 8".split()
+        "--peak-size 128 --fields 4 --vocab 50 --embedding-dim 8 --ffn-activation gelu_tanh".split()
     )
     mfu.run(args)
     last = capsys.readouterr().out.strip().splitlines()[-1]
     payload = json.loads(last)
+    assert payload["ffn_activation"] == payload["config"]["activation"] == "gelu_tanh"
+    assert payload["donate"] is True and payload["device_peak_bytes"] is None  # TF: not reported
     for key in ("params", "flops_per_sample", "samples_per_s", "flops_per_s", "mfu"):
         assert key in payload
     _, model = _tiny_model()

@@ -1,5 +1,6 @@
 """RankMixer layers, one per file."""
 
+from keras_rankmixer.layers.activations import gelu_tanh
 from keras_rankmixer.layers.categorical_embedding import CategoricalEmbedding
 from keras_rankmixer.layers.feature_tokenizer import FeatureTokenizer
 from keras_rankmixer.layers.numeric_embedding import NumericEmbedding
@@ -18,4 +19,5 @@ __all__ = [
     "RankMixerBlock",
     "SparseMoE",
     "TokenMixing",
+    "gelu_tanh",
 ]

@@ -33,7 +33,7 @@ class RankMixerBlock(keras.layers.Layer):
             shapes match, as in the paper.
         dropout: Dropout rate on the FFN output. Defaults to 0.
         hidden_dim: Explicit FFN hidden width (overrides `hidden_ratio`).
-        activation: FFN activation. Defaults to `"gelu"`.
+        activation: FFN activation (a Keras name or callable, or `"gelu_tanh"`). Defaults to `"gelu"`.
         use_token_mixing: Ablation switch; False skips token mixing.
         use_residual: Ablation switch; False drops both residual connections.
         use_layer_norm: Ablation switch; False drops both LayerNorms.

@@ -52,6 +52,7 @@ def build_rankmixer(
     hidden_dim: int | None = None,
     num_heads: int | None = None,
     dropout: float = 0.0,
+    activation: str | Callable = "gelu",
     tower_units: Sequence[int] = (64,),
     shared_projection: bool = False,
     use_token_mixing: bool = True,
@@ -81,6 +82,9 @@ def build_rankmixer(
         hidden_dim: Explicit FFN hidden width (overrides `hidden_ratio`).
         num_heads: Token-mixing heads (must equal T; None means T).
         dropout: Dropout on each block's FFN output.
+        activation: The per-token FFN activation: `"gelu"` (exact, the default), `"gelu_tanh"`
+            (tanh-approximated, faster on GPUs; see `keras_rankmixer.layers.gelu_tanh`) or any
+            Keras activation.
         tower_units: Hidden widths of each task tower.
         shared_projection: Share the tokenizer's projection across slices.
         use_token_mixing, use_residual, use_layer_norm, shared_ffn: Table 2 ablations.
@@ -141,6 +145,7 @@ def build_rankmixer(
             hidden_dim=hidden_dim,
             num_heads=num_heads,
             dropout=dropout,
+            activation=activation,
             use_token_mixing=use_token_mixing,
             use_residual=use_residual,
             use_layer_norm=use_layer_norm,

@@ -18,11 +18,16 @@ def gelu(x):
     return 0.5 * x * (1 + np.vectorize(math.erf)(x / math.sqrt(2)))
 
 
-def numpy_ffn(x, k1, b1, k2, b2):
+def gelu_tanh(x):
+    """GELU, tanh approximation (Hendrycks & Gimpel, 2016)."""
+    return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+
+
+def numpy_ffn(x, k1, b1, k2, b2, act=gelu):
     """Eqs. 6-7 as a loop over tokens: v_t = W2_t GELU(W1_t s_t + b1_t) + b2_t."""
     out = np.zeros_like(x)
     for t in range(x.shape[1]):
-        h = gelu(x[:, t] @ k1[t] + b1[t])
+        h = act(x[:, t] @ k1[t] + b1[t])
         out[:, t] = h @ k2[t] + b2[t]
     return out
 
@@ -37,6 +42,20 @@ def test_matches_numpy_loop_over_tokens():
     assert tuple(ffn.bias_2.shape) == (4, 8)
     weights = [to_numpy(w) for w in (ffn.kernel_1, ffn.bias_1, ffn.kernel_2, ffn.bias_2)]
     assert_all_close(y, numpy_ffn(x, *weights), atol=1e-5)
+
+
+def test_gelu_tanh_matches_numpy_and_survives_the_config_round_trip():
+    x = 3 * random_tokens(3, 4, 8)  # wide enough that erf and tanh GELU differ
+    ffn = PerTokenFFN(hidden_ratio=2, activation="gelu_tanh", bias_initializer="random_normal")
+    y = ffn(x)
+    weights = [to_numpy(w) for w in (ffn.kernel_1, ffn.bias_1, ffn.kernel_2, ffn.bias_2)]
+    assert_all_close(y, numpy_ffn(x, *weights, act=gelu_tanh), atol=1e-4)
+    assert np.max(np.abs(to_numpy(y) - numpy_ffn(x, *weights))) > 1e-4  # not the erf form
+    clone = config_round_trip(ffn)
+    if not clone.built:
+        clone.build(x.shape)
+    clone.set_weights(ffn.get_weights())
+    assert_all_close(clone(x), y)
 
 
 def test_tokens_are_independent():

@@ -103,6 +103,23 @@ def test_ablation_flags_reach_the_blocks():
     assert not block.use_residual and not block.use_layer_norm
 
 
+def test_activation_reaches_every_block_and_survives_saving(tmp_path):
+    model = tiny(activation="gelu_tanh")
+    for i in range(2):
+        assert model.get_layer(f"block_{i}").ffn.activation is kr.layers.gelu_tanh
+    loaded = keras_file_round_trip(model, tmp_path)
+    assert loaded.get_layer("block_1").ffn.activation is kr.layers.gelu_tanh
+    x = batch()
+    np.testing.assert_array_equal(
+        model.predict(x, verbose=0)["click"], loaded.predict(x, verbose=0)["click"]
+    )
+    exact = tiny()  # same weights, exact GELU: the activation is really used
+    exact.set_weights(model.get_weights())
+    assert not np.allclose(
+        exact.predict(x, verbose=0)["click"], model.predict(x, verbose=0)["click"], atol=1e-7
+    )
+
+
 def test_ffn_factory_seam():
     model = tiny(ffn_factory=lambda i: kr.layers.PerTokenFFN(hidden_dim=3 + i, name=f"f{i}"))
     assert model.get_layer("block_1").ffn.ffn_dim == 4
