@@ -91,7 +91,12 @@ class DataError(ValueError):
 
 @dataclasses.dataclass
 class ReadReport:
-    """Counts of what a reader did: rows read/kept, skipped by reason, missing cells by column."""
+    """Counts of what a reader did: rows read/kept, skipped by reason, missing cells by column.
+
+    For a `make_dataset` dataset the counts are cumulative over every pass of its generator,
+    including a partial one: Keras' JAX-backend `fit` reads one batch through a pass of its
+    own before training (one extra chunk per `fit` call).
+    """
 
     files: list[str] = dataclasses.field(default_factory=list)
     rows_read: int = 0
