@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 
 import keras
 import numpy as np
@@ -66,3 +68,10 @@ def assert_gradients_reach_all(layer_or_model, inputs) -> None:
     for w, g in zip(weights, grads, strict=True):
         assert g is not None, f"no gradient reaches {w.path}"
         assert np.any(to_numpy(g) != 0), f"zero gradient at {w.path}"
+
+
+def run_json_script(argv: list[str], env: dict, cwd: str | None = None, timeout: int = 300) -> dict:
+    """Run a subprocess that prints one JSON line last; assert it exits 0 and return the JSON."""
+    proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])

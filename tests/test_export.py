@@ -22,6 +22,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 import tensorflow as tf  # noqa: E402
+from helpers import run_json_script  # noqa: E402
 
 from keras_rankmixer import (  # noqa: E402
     CategoricalFeature,
@@ -171,16 +172,9 @@ def test_loads_without_keras_in_tf1_and_tf2_loaders_and_replays_warmup(exported,
     )
     out_file = str(tmp_path / "out.npz")
     python, env = keras_free_python(str(tmp_path / "site"))
-    proc = subprocess.run(
-        python + ["-c", LOADER_SCRIPT, result.path, inputs_file, out_file],
-        cwd=str(tmp_path),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    report = run_json_script(
+        python + ["-c", LOADER_SCRIPT, result.path, inputs_file, out_file], env, str(tmp_path)
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["modules"] == [], "the loader process imported Keras"
     assert report["xla_functions"] == []
     assert report["replayed"] == result.num_warmup_records == 4  # 2 batch sizes x 2 signatures

@@ -6,9 +6,11 @@ from __future__ import annotations
 import doctest
 import importlib
 import os
+import sys
 
 import numpy as np
 import pytest
+from helpers import run_json_script
 
 from keras_rankmixer.data import (
     CRITEO_COLUMNS,
@@ -265,23 +267,13 @@ print(json.dumps({"rows_read": ds.report.rows_read, "steps": int(model.optimizer
 def test_fit_reads_every_row_once_per_epoch_plus_the_jax_build_batch(tmp_path, backend):
     """Two 64-row files, 2 epochs of batch 32: 8 steps; the report counts 256 rows, plus on JAX
     the one chunk that Keras' `fit` reads through a pass of its own to build the step."""
-    import json
-    import subprocess
-    import sys
-
     for i in range(2):
         write(
             tmp_path, f"part-{i}.csv", "label,user\n" + "".join(f"{j % 2},{j}\n" for j in range(64))
         )
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
-    out = subprocess.run(
-        [sys.executable, "-c", _FIT_READS, os.path.join(str(tmp_path), "part-*.csv")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = run_json_script(
+        [sys.executable, "-c", _FIT_READS, os.path.join(str(tmp_path), "part-*.csv")], env
     )
-    assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["steps"] == 8
     assert result["rows_read"] == 256 + (64 if backend == "jax" else 0)
