@@ -13,6 +13,7 @@ MODULES = [
     "keras_rankmixer.layers.categorical_embedding",
     "keras_rankmixer.layers.numeric_embedding",
     "keras_rankmixer.layers.initializers",
+    "keras_rankmixer.layers.activations",
     "keras_rankmixer.features",
     "keras_rankmixer.flops",
     "keras_rankmixer.models.rankmixer",
