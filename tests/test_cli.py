@@ -17,6 +17,7 @@ import pytest
 from keras_rankmixer import cli, runs
 from keras_rankmixer.commands import train as train_cmd
 from keras_rankmixer.features import CategoricalFeature, NumericFeature, feature_to_config
+from keras_rankmixer.layers import gelu_tanh
 
 SPECS = [
     CategoricalFeature("user", vocabulary_size=20, embedding_dim=4, group="user"),
@@ -247,3 +248,16 @@ def test_train_baseline_from_cli_flags_and_bad_data(data_dir, tmp_path):
     argv += ["--no-jit", "--epochs", "1", "--run-dir", str(tmp_path / "bad_run")]
     with pytest.raises(DataError, match=r"bad.csv, line 3, column 'label'"):
         cli.main(argv)
+
+
+def test_config_file_model_kwargs_reach_build_rankmixer(data_dir, tmp_path):
+    """`model_kwargs` in a `--config` file passes any other `build_rankmixer` keyword."""
+    run_dir = tmp_path / "kw"
+    config = config_for(data_dir, run_dir, epochs=1)
+    config["model_kwargs"] = {"activation": "gelu_tanh", "pooling": "flatten"}
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(config))
+    assert cli.main(["train", "--config", str(path)]) == 0
+    model = keras.models.load_model(run_dir / "model.keras")
+    assert model.get_layer("flatten_tokens") is not None
+    assert model.get_layer("block_0").ffn.activation is gelu_tanh
