@@ -261,3 +261,23 @@ def test_config_file_model_kwargs_reach_build_rankmixer(data_dir, tmp_path):
     model = keras.models.load_model(run_dir / "model.keras")
     assert model.get_layer("flatten_tokens") is not None
     assert model.get_layer("block_0").ffn.activation is gelu_tanh
+    # no SparseMoE: no moe/ logs and no active-ratio plot
+    with open(run_dir / "history.json") as f:
+        assert not any(k.startswith("moe/") for k in json.load(f)[0])
+    assert not (run_dir / train_cmd.MOE_PLOT_FILE).exists()
+
+
+def test_sparse_moe_run_logs_active_ratio_and_plots_fig4(data_dir, tmp_path):
+    run_dir = tmp_path / "moe"
+    config = config_for(data_dir, run_dir, epochs=2, batch_size=32)
+    config["model_kwargs"] = {
+        "moe": {"num_experts": 4, "hidden_ratio": 0.5, "target_active_ratio": 0.5}
+    }
+    train_cmd.build_and_train(config)
+    with open(run_dir / "history.json") as f:
+        history = json.load(f)
+    assert len(history) == 2
+    for entry in history:
+        ratio = entry["moe/block_0/moe/active_ratio"]
+        assert 0.0 < ratio <= 1.0 and entry["moe/block_0/moe/l1_lambda"] > 0
+    assert (run_dir / train_cmd.MOE_PLOT_FILE).stat().st_size > 1000

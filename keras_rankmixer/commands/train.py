@@ -9,7 +9,9 @@ Structure (so that flags and a distribution scope can be added without touching 
 
 Running the same command again after an interruption resumes from the last completed epoch
 (`runs.training_callbacks`: Keras `BackupAndRestore` in `<run_dir>/backup`). A finished run
-(with `metrics.json`) is not retrained unless `--overwrite` is given.
+(with `metrics.json`) is not retrained unless `--overwrite` is given. Models with `SparseMoE`
+layers (`model_kwargs: {"moe": {...}}`) also log each layer's active ratio and lambda
+(`moe/...` keys of history.json) and plot the per-token active ratio to `moe_active_ratio.png`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ import os
 import sys
 import time
 from typing import Any
+
+#: Fig. 4 of the paper for SparseMoE models: active ratio per token over training.
+MOE_PLOT_FILE = "moe_active_ratio.png"
 
 #: Every configuration key and its default. `config.json` in the run dir holds the full dict.
 DEFAULTS: dict[str, Any] = {
@@ -317,6 +322,7 @@ def build_and_train(config: dict, scope=None, extra_callbacks=()) -> dict:
     from keras_rankmixer import runs
     from keras_rankmixer.features import feature_to_config
     from keras_rankmixer.flops import count_model
+    from keras_rankmixer.moe_callbacks import MoEMonitor, find_moe_layers, plot_active_ratio
 
     config = check_config(config)
     run_dir = config["run_dir"]
@@ -381,12 +387,20 @@ def build_and_train(config: dict, scope=None, extra_callbacks=()) -> dict:
         f"dense), {stats['flops_per_sample']:,} FLOPs/sample; run dir {run_dir}"
         + (" (resuming)" if resuming else "")
     )
-    callbacks = runs.training_callbacks(
-        run_dir,
-        data.get("valid"),
-        patience=config["patience"] or None,
-        reduce_lr_on_plateau=config["reduce_lr_on_plateau"],
-    ) + list(extra_callbacks)
+    # SparseMoE models: active ratio and lambda per layer into the epoch logs (so into
+    # history.json), placed before the run-dir callbacks that write the logs out.
+    moe_layers = find_moe_layers(model)
+    moe_monitor = MoEMonitor(every_n_batches=10) if moe_layers else None
+    callbacks = (
+        ([moe_monitor] if moe_monitor else [])
+        + runs.training_callbacks(
+            run_dir,
+            data.get("valid"),
+            patience=config["patience"] or None,
+            reduce_lr_on_plateau=config["reduce_lr_on_plateau"],
+        )
+        + list(extra_callbacks)
+    )
     verbose = config["verbose"]
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
@@ -407,6 +421,11 @@ def build_and_train(config: dict, scope=None, extra_callbacks=()) -> dict:
 
     history = runs.load_history(os.path.join(run_dir, runs.HISTORY_FILE))
     model.save(os.path.join(run_dir, runs.MODEL_FILE))
+    if moe_monitor is not None and moe_monitor.records:
+        target = next(iter(moe_layers.values())).budget_ratio()
+        plot_active_ratio(
+            moe_monitor, os.path.join(run_dir, MOE_PLOT_FILE), target=target, title=config["model"]
+        )
     metrics: dict[str, Any] = {
         "model": config["model"],
         "params": stats["params"],
