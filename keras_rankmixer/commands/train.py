@@ -41,6 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "hash_columns": [],
     "ignore_columns": [],
     "on_bad_rows": "raise",
+    "shuffle_chunks": 1,  # training rows are shuffled within windows of this many chunks
     "adapt_vocabulary": False,
     "synthetic_samples": 50_000,
     "shard_index": 0,
@@ -114,6 +115,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     d.add_argument("--ignore-columns", nargs="+", default=S)
     d.add_argument("--on-bad-rows", choices=["raise", "skip"], default=S)
+    d.add_argument(
+        "--shuffle-chunks",
+        type=int,
+        default=S,
+        help="shuffle training rows across windows of this many 65,536-row chunks (memory!)",
+    )
     d.add_argument(
         "--adapt-vocabulary",
         action="store_true",
@@ -274,6 +281,7 @@ def load_data(config: dict) -> dict:
                 config["labels"],
                 batch_size=config["batch_size"],
                 shuffle=split == "train",
+                shuffle_chunks=config["shuffle_chunks"] if split == "train" else 1,
                 seed=config["seed"],
                 shard_index=config["shard_index"] if split == "train" else 0,
                 num_shards=config["num_shards"] if split == "train" else 1,

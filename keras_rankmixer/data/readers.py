@@ -739,21 +739,25 @@ def make_dataset(
     num_shards: int = 1,
     compression: str | None = None,
     chunk_rows: int = 65536,
+    shuffle_chunks: int = 1,
 ):
     """A batched, prefetched `tf.data.Dataset` of `(features dict, labels dict)` from files.
 
     Files are read chunk by chunk (`chunk_rows` rows) in a Python generator, converted and
     checked exactly as in `read_arrays`, and re-batched to `batch_size`. With `shuffle`, the
-    file order and the rows inside each chunk are permuted, differently every epoch but
-    deterministically for a given `seed`. The returned dataset has a `report` attribute (a
-    `ReadReport`, cumulative over epochs) and a `files` attribute (this shard's files).
+    file order and the rows inside each window of `shuffle_chunks` consecutive chunks are
+    permuted, differently every epoch but deterministically for a given `seed` (a window
+    spans files, so rows of different files mix; it holds up to `shuffle_chunks * chunk_rows`
+    rows in memory). The returned dataset has a `report` attribute (a `ReadReport`,
+    cumulative over epochs) and a `files` attribute (this shard's files).
 
     Args:
         paths, specs, label_columns, format, column_names, delimiter, hash_columns,
             ignore_columns, on_bad_rows, sequence_delimiter, shard_index, num_shards,
             compression, chunk_rows: As in `read_arrays`.
         batch_size: Rows per batch.
-        shuffle: Shuffle file order and rows within each chunk.
+        shuffle: Shuffle file order and rows within each window of `shuffle_chunks` chunks.
+        shuffle_chunks: Chunks per shuffle window (1: rows mix only inside a chunk).
         seed: Shuffle seed.
         repeat: Repeat forever.
         drop_remainder: Drop the last partial batch (static batch shapes).
@@ -774,8 +778,9 @@ def make_dataset(
     """
     import tensorflow as tf
 
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive int, got batch_size={batch_size!r}.")
+    for name, value in (("batch_size", batch_size), ("shuffle_chunks", shuffle_chunks)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"`{name}` must be a positive int, got {name}={value!r}.")
     converter = _common(
         specs, label_columns, hash_columns, ignore_columns, on_bad_rows, sequence_delimiter
     )
@@ -783,24 +788,37 @@ def make_dataset(
     report = ReadReport()
     epoch = [0]
 
+    def permuted(window: list, rng) -> tuple[dict, dict]:
+        """The window's chunks as one block of rows in a random order."""
+        feats, labels = (
+            {k: np.concatenate([part[i][k] for part in window]) for k in window[0][i]}
+            for i in (0, 1)
+        )
+        perm = rng.permutation(len(next(iter(labels.values()))))
+        return {k: v[perm] for k, v in feats.items()}, {k: v[perm] for k, v in labels.items()}
+
     def generate() -> Iterator:
         rng = np.random.default_rng([seed, epoch[0]])
         epoch[0] += 1
         order = list(files)
         if shuffle:
             order = [order[i] for i in rng.permutation(len(order))]
+        window = []
         for feats, labels in _iter_chunks(
             order, format, converter, report, chunk_rows, column_names, delimiter, compression
         ):
-            n = len(next(iter(labels.values())))
-            if not n:
+            if not len(next(iter(labels.values()))):
                 continue
             feats = _finalize(feats, converter.specs)
-            if shuffle:
-                perm = rng.permutation(n)
-                feats = {k: v[perm] for k, v in feats.items()}
-                labels = {k: v[perm] for k, v in labels.items()}
-            yield feats, labels
+            if not shuffle:
+                yield feats, labels
+                continue
+            window.append((feats, labels))
+            if len(window) == shuffle_chunks:
+                yield permuted(window, rng)
+                window = []
+        if window:
+            yield permuted(window, rng)
 
     signature = (
         {

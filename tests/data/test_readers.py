@@ -193,6 +193,27 @@ def test_make_dataset_batches_shuffles_and_reports(tmp_path):
     assert labels.dtype == np.int64
 
 
+def test_shuffle_window_mixes_rows_of_several_files(tmp_path):
+    spec = [CategoricalFeature("user", vocabulary_size=100)]
+    for i in range(2):  # file i holds users 10*i .. 10*i+9
+        write(
+            tmp_path, f"p{i}.csv", "label,user\n" + "".join(f"1,{10 * i + j}\n" for j in range(10))
+        )
+    glob = os.path.join(str(tmp_path), "p*.csv")
+
+    def first_half_files(shuffle_chunks):
+        ds = make_dataset(glob, spec, batch_size=20, shuffle=True, seed=1, chunk_rows=10,
+                          shuffle_chunks=shuffle_chunks)  # fmt: skip
+        users = next(iter(ds))[0]["user"].numpy()
+        assert sorted(users.tolist()) == list(range(20))  # every row once
+        return {int(u) // 10 for u in users[:10]}  # the files the first 10 rows came from
+
+    assert len(first_half_files(1)) == 1  # one chunk at a time: no mixing across files
+    assert first_half_files(2) == {0, 1}
+    with pytest.raises(ValueError, match="shuffle_chunks"):
+        make_dataset(glob, spec, shuffle_chunks=0)
+
+
 def test_hashing_is_stable_and_criteo_layout(tmp_path):
     ids = hash_strings(["05db9164", "68fd1e64", "", "05db9164"])
     assert ids[0] == ids[3] and ids[0] != ids[1] and ids[2] == -1
