@@ -79,3 +79,20 @@ def test_ffn_matmul_flops_counts_forward_and_backward():
     assert C.ffn_matmul_flops(2, 4, 8, 16, 32, "train") == 3 * C.ffn_matmul_flops(
         2, 4, 8, 16, 32, "infer"
     )
+
+
+def test_gpu_suite_script_parses_and_its_mfu_flags_exist():
+    """benchmarks/gpu_suite.sh (run on a lent GPU only): bash accepts it, the scripts it calls
+    exist, and every flag it passes to mfu.py is one mfu.py accepts."""
+    import re
+    import subprocess
+
+    path = os.path.join(os.path.dirname(mfu.__file__), "gpu_suite.sh")
+    assert subprocess.run(["bash", "-n", path]).returncode == 0
+    text = open(path).read()
+    for script in set(re.findall(r"benchmarks/\w+\.py", text)):
+        assert os.path.exists(os.path.join(os.path.dirname(os.path.dirname(path)), script))
+    known = set(vars(mfu.parse_args([])))
+    mfu_lines = [line for line in text.splitlines() if "$MFU" in line or "mfu.py" in line]
+    flags = {f[2:].replace("-", "_") for line in mfu_lines for f in re.findall(r"--[a-z-]+", line)}
+    assert flags and flags <= known, flags - known
