@@ -778,9 +778,10 @@ def make_dataset(
     """
     import tensorflow as tf
 
-    for name, value in (("batch_size", batch_size), ("shuffle_chunks", shuffle_chunks)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"`{name}` must be a positive int, got {name}={value!r}.")
+    from keras_rankmixer.layers.per_token_ffn import check_positive
+
+    check_positive("batch_size", batch_size, integer=True)
+    check_positive("shuffle_chunks", shuffle_chunks, integer=True)
     converter = _common(
         specs, label_columns, hash_columns, ignore_columns, on_bad_rows, sequence_delimiter
     )

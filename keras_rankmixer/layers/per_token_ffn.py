@@ -16,17 +16,29 @@ def resolve_hidden_dim(dim: int, hidden_ratio: float, hidden_dim: int | None) ->
     return int(hidden_dim) if hidden_dim is not None else max(1, int(round(hidden_ratio * dim)))
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def check_positive(name: str, value: Any, allow_none: bool = False, integer: bool = False) -> None:
     """Raise a `ValueError` naming `name` unless `value` is a positive number (or None)."""
     if value is None and allow_none:
         return
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+    ok = _is_number(value) and value > 0
     if integer:
         ok = ok and isinstance(value, int)
     if not ok:
         kind = "positive int" if integer else "positive number"
         suffix = " or None" if allow_none else ""
         raise ValueError(f"`{name}` must be a {kind}{suffix}, got {name}={value!r}.")
+
+
+def check_non_negative(name: str, value: Any, at_most: float | None = None) -> None:
+    """Raise a `ValueError` naming `name` unless `value` is a number >= 0 (and <= `at_most`)."""
+    ok = _is_number(value) and value >= 0 and (at_most is None or value <= at_most)
+    if not ok:
+        bound = f"in [0, {at_most:g}]" if at_most is not None else ">= 0"
+        raise ValueError(f"`{name}` must be a number {bound}, got {name}={value!r}.")
 
 
 @keras.saving.register_keras_serializable(package="keras_rankmixer")

@@ -9,22 +9,16 @@ import keras
 from keras import ops
 
 from keras_rankmixer.layers.initializers import per_token_glorot_uniform
-from keras_rankmixer.layers.per_token_ffn import check_positive, resolve_hidden_dim
+from keras_rankmixer.layers.per_token_ffn import (
+    check_non_negative,
+    check_positive,
+    resolve_hidden_dim,
+)
 from keras_rankmixer.layers.per_token_router import PerTokenRouter
 
 ROUTINGS = ("relu", "dtsi", "topk")
 INFERENCE_MODES = ("sparse", "dense")
 _LAMBDA_MIN, _LAMBDA_MAX = 1e-30, 1e6
-
-
-def _check_non_negative(name: str, value: Any, at_most: float | None = None) -> None:
-    """Raise a `ValueError` naming `name` unless `value` is a number >= 0 (and <= `at_most`)."""
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
-    if at_most is not None:
-        ok = ok and value <= at_most
-    if not ok:
-        bound = f"in [0, {at_most:g}]" if at_most is not None else ">= 0"
-        raise ValueError(f"`{name}` must be a number {bound}, got {name}={value!r}.")
 
 
 @keras.saving.register_keras_serializable(package="keras_rankmixer")
@@ -225,16 +219,16 @@ class SparseMoE(keras.layers.Layer):
         check_positive("top_k", top_k, allow_none=True, integer=True)
         if top_k is not None and top_k > num_experts:
             raise ValueError(f"`top_k` must be <= num_experts={num_experts}, got top_k={top_k!r}.")
-        _check_non_negative("load_balance_weight", load_balance_weight)
+        check_non_negative("load_balance_weight", load_balance_weight)
         if inference_mode not in INFERENCE_MODES:
             raise ValueError(
                 f"`inference_mode` must be one of {INFERENCE_MODES}, "
                 f"got inference_mode={inference_mode!r}."
             )
         check_positive("capacity_factor", capacity_factor)
-        _check_non_negative("load_bias_rate", load_bias_rate)
+        check_non_negative("load_bias_rate", load_bias_rate)
         check_positive("dense_grad_weight", dense_grad_weight)
-        _check_non_negative("gate_gradient_leak", gate_gradient_leak, at_most=1.0)
+        check_non_negative("gate_gradient_leak", gate_gradient_leak, at_most=1.0)
         self.num_experts = num_experts
         self.hidden_ratio = hidden_ratio
         self.target_active_ratio = float(target_active_ratio)
