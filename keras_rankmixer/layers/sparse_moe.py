@@ -8,6 +8,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from keras_rankmixer.layers.activations import get_activation
 from keras_rankmixer.layers.initializers import per_token_glorot_uniform
 from keras_rankmixer.layers.per_token_ffn import (
     check_non_negative,
@@ -148,7 +149,8 @@ class SparseMoE(keras.layers.Layer):
         load_bias_rate: `"relu"` / `"dtsi"`: step of the load controller (see above), in
             router-logit units per training step. Defaults to 0.05 (0.01 was too slow to
             reach the target on Frappe within a few hundred steps). 0 disables it.
-        activation: Expert activation. Defaults to `"gelu"`.
+        activation: Expert activation (as in `PerTokenFFN`, `"gelu_tanh"` included). Defaults
+            to `"gelu"`.
         kernel_initializer: Expert kernel initializer (default: Glorot per expert matrix).
         bias_initializer: Expert bias initializer.
         router_initializer: Router kernel initializer (default: Glorot per token).
@@ -247,7 +249,7 @@ class SparseMoE(keras.layers.Layer):
         self.dense_grad_weight = float(dense_grad_weight)
         self.gate_gradient_leak = float(gate_gradient_leak)
         self.load_bias_rate = float(load_bias_rate)
-        self.activation = keras.activations.get(activation)
+        self.activation = get_activation(activation)
         self.kernel_initializer = keras.initializers.get(
             kernel_initializer if kernel_initializer is not None else per_token_glorot_uniform()
         )

@@ -49,18 +49,22 @@ def _gelu(v):
     return 0.5 * v * (1.0 + _erf(v / math.sqrt(2.0)))
 
 
-def _reference(layer, x, gates):
+def _gelu_tanh(v):
+    return 0.5 * v * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (v + 0.044715 * v**3)))
+
+
+def _reference(layer, x, gates, act=_gelu):
     """NumPy: out[b,t] = sum_j gates[b,t,j] * (gelu(x W1 + b1) W2 + b2)."""
-    return np.einsum("bte,bted->btd", gates, _reference_experts(layer, x))
+    return np.einsum("bte,bted->btd", gates, _reference_experts(layer, x, act))
 
 
-def _reference_experts(layer, x):
+def _reference_experts(layer, x, act=_gelu):
     """NumPy: every expert's output `(B, T, E, D)`."""
     w1, b1, w2, b2 = (
         _np(getattr(layer, n))
         for n in ("expert_kernel_1", "expert_bias_1", "expert_kernel_2", "expert_bias_2")
     )
-    return np.einsum("bteh,tehd->bted", _gelu(np.einsum("btd,tedh->bteh", x, w1) + b1), w2) + b2
+    return np.einsum("bteh,tehd->bted", act(np.einsum("btd,tedh->bteh", x, w1) + b1), w2) + b2
 
 
 def _router_logits(router, x):
@@ -141,6 +145,16 @@ def test_relu_forward_matches_numpy(routing):
     expected = _reference(layer, x, gates)
     np.testing.assert_allclose(_np(layer(x)), expected, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(_np(layer(x, training=True)), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_gelu_tanh_experts_match_numpy_and_round_trip():
+    layer = _layer("relu", inference_mode="dense", activation="gelu_tanh")
+    x = _x()
+    gates = np.maximum(_router_logits(layer.router, x), 0)
+    np.testing.assert_allclose(
+        _np(layer(x)), _reference(layer, x, gates, act=_gelu_tanh), rtol=1e-4, atol=1e-4
+    )
+    np.testing.assert_allclose(_np(_copy(layer)(x)), _np(layer(x)), rtol=1e-6)
 
 
 def test_topk_gates_and_load_balance_loss_match_numpy():
