@@ -104,6 +104,14 @@ def _reconfigure(model, layers, **attributes):
     model.predict_function = None  # re-trace with the new settings
 
 
+def _served(model, layers, x, batch_size):
+    """Predictions of the served path, and each MoE layer's inference stats for exactly them."""
+    for layer in layers.values():
+        layer.reset_inference_stats()
+    pred = model.predict(x, batch_size=batch_size, verbose=0)["click"]
+    return pred, [layer.inference_stats() for layer in layers.values()]
+
+
 def _auc(labels, pred) -> float:
     import keras
 
@@ -152,9 +160,7 @@ def run_one(method, fraction, seed, data, sizes, args):
     )
     train_s = time.time() - start
     layers = find_moe_layers(model)
-    for layer in layers.values():
-        layer.reset_inference_stats()
-    pred = model.predict(xte, batch_size=args.batch_size, verbose=0)["click"]
+    pred, stats = _served(model, layers, xte, args.batch_size)
     logloss = float(keras.losses.binary_crossentropy(yte["click"], pred).numpy().mean())
     result = {
         "method": method + args.tag,
@@ -168,7 +174,6 @@ def run_one(method, fraction, seed, data, sizes, args):
         "params": int(model.count_params()),
     }
     if layers:
-        stats = [layer.inference_stats() for layer in layers.values()]
         result["active_ratio"] = float(np.mean([s["active_ratio"] for s in stats]))
         result["overflow_ratio"] = float(np.mean([s["overflow_ratio"] for s in stats]))
         result["train_active_ratio"] = float(
@@ -177,17 +182,12 @@ def run_one(method, fraction, seed, data, sizes, args):
         result["l1_lambda"] = [history.history[f"moe/{p}/l1_lambda"][-1] for p in layers]
         # the same served path at a tighter capacity: how much overflow and AUC that costs
         _reconfigure(model, layers, capacity_factor=args.tight_capacity_factor)
-        for layer in layers.values():
-            layer.reset_inference_stats()
-        tight = model.predict(xte, batch_size=args.batch_size, verbose=0)["click"]
+        tight, tight_stats = _served(model, layers, xte, args.batch_size)
         result["tight_capacity_factor"] = args.tight_capacity_factor
         result["tight_test_auc"] = _auc(yte["click"], tight)
-        result["tight_overflow_ratio"] = float(
-            np.mean([layer.inference_stats()["overflow_ratio"] for layer in layers.values()])
-        )
-        _reconfigure(model, layers, capacity_factor=args.capacity_factor)
+        result["tight_overflow_ratio"] = float(np.mean([s["overflow_ratio"] for s in tight_stats]))
         # dense-mode predictions: same weights, every expert computed
-        _reconfigure(model, layers, inference_mode="dense")
+        _reconfigure(model, layers, capacity_factor=args.capacity_factor, inference_mode="dense")
         dense_pred = model.predict(xte, batch_size=args.batch_size, verbose=0)["click"]
         result["sparse_vs_dense_max_abs"] = float(np.max(np.abs(dense_pred - pred)))
         result["dense_compute_test_auc"] = _auc(yte["click"], dense_pred)
