@@ -25,15 +25,32 @@ def add_task_towers(
     tasks: Sequence[str],
     tower_units: Sequence[int] = (64,),
     dtype=None,
+    *,
+    dropout: float = 0.0,
+    batch_norm: bool = False,
 ) -> dict[str, keras.KerasTensor]:
-    """One MLP tower per task ending in a float32 sigmoid; outputs are named after the task."""
+    """One MLP tower per task ending in a float32 sigmoid; outputs are named after the task.
+
+    Each hidden layer is `Dense -> [BatchNormalization] -> GELU -> [Dropout]`; with the
+    defaults (no batch norm, no dropout) it is a single `Dense(activation="gelu")` named
+    `{task}_tower_{i}`.
+    """
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"`dropout` must be in [0, 1), got dropout={dropout!r}.")
     outputs = {}
     for task in _check_tasks(tasks):
         h = pooled
         for i, units in enumerate(tower_units):
-            h = keras.layers.Dense(units, activation="gelu", dtype=dtype, name=f"{task}_tower_{i}")(
-                h
-            )
+            name = f"{task}_tower_{i}"
+            if batch_norm:
+                h = keras.layers.Dense(units, dtype=dtype, name=name)(h)
+                # momentum 0.9 as in the baselines' MLP (`models.baselines`)
+                h = keras.layers.BatchNormalization(momentum=0.9, dtype=dtype, name=f"{name}_bn")(h)
+                h = keras.layers.Activation("gelu", dtype=dtype, name=f"{name}_gelu")(h)
+            else:
+                h = keras.layers.Dense(units, activation="gelu", dtype=dtype, name=name)(h)
+            if dropout:
+                h = keras.layers.Dropout(dropout, dtype=dtype, name=f"{name}_dropout")(h)
         outputs[task] = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name=task)(h)
     return outputs
 
@@ -54,6 +71,8 @@ def build_rankmixer(
     dropout: float = 0.0,
     activation: str | Callable = "gelu",
     tower_units: Sequence[int] = (64,),
+    tower_dropout: float = 0.0,
+    tower_batch_norm: bool = False,
     shared_projection: bool = False,
     use_token_mixing: bool = True,
     use_residual: bool = True,
@@ -86,6 +105,9 @@ def build_rankmixer(
             (tanh-approximated, faster on GPUs; see `keras_rankmixer.layers.gelu_tanh`) or any
             Keras activation.
         tower_units: Hidden widths of each task tower.
+        tower_dropout: Dropout after each tower hidden layer (0 = none).
+        tower_batch_norm: Batch normalization before each tower activation (as in the
+            DNN/DCNv2 baselines' MLP).
         shared_projection: Share the tokenizer's projection across slices.
         use_token_mixing, use_residual, use_layer_norm, shared_ffn: Table 2 ablations.
         ffn_factory: Optional `f(block_index) -> layer` giving each block's FFN (the seam for
@@ -124,6 +146,8 @@ def build_rankmixer(
         raise ValueError(f"`pooling` must be one of {POOLINGS}, got pooling={pooling!r}.")
     if not isinstance(num_layers, int) or num_layers < 1:
         raise ValueError(f"`num_layers` must be a positive int, got num_layers={num_layers!r}.")
+    if not 0.0 <= tower_dropout < 1.0:
+        raise ValueError(f"`tower_dropout` must be in [0, 1), got tower_dropout={tower_dropout!r}.")
     if moe is not None:
         if ffn_factory is not None:
             raise ValueError("Give at most one of `moe` and `ffn_factory`, got both.")
@@ -158,7 +182,14 @@ def build_rankmixer(
         pooled = keras.layers.Flatten(dtype=dtype, name="flatten_tokens")(x)
     else:
         pooled = keras.layers.GlobalAveragePooling1D(dtype=dtype, name="mean_pool")(x)
-    outputs = add_task_towers(pooled, tasks, tower_units, dtype=dtype)
+    outputs = add_task_towers(
+        pooled,
+        tasks,
+        tower_units,
+        dtype=dtype,
+        dropout=tower_dropout,
+        batch_norm=tower_batch_norm,
+    )
     return keras.Model(inputs=inputs, outputs=outputs, name=name)
 
 

@@ -1,3 +1,5 @@
+import math
+
 import keras
 import numpy as np
 import pytest
@@ -148,6 +150,8 @@ def test_out_of_vocabulary_and_missing_inputs_are_safe():
         ({"num_tokens": 0}, "num_tokens"),
         ({"hidden_ratio": -2}, "hidden_ratio"),
         ({"pooling": "max"}, "pooling"),
+        ({"tower_dropout": 1.0}, "tower_dropout"),
+        ({"tower_dropout": -0.1}, "tower_dropout"),
     ],
 )
 def test_bad_arguments(kwargs, match):
@@ -171,6 +175,28 @@ def test_flatten_pooling_feeds_every_token_to_the_tower():
     np.testing.assert_allclose(
         to_numpy(mean_head(tokens)[0]), to_numpy(mean_head(swapped)[0]), rtol=1e-5
     )
+
+
+def test_tower_batch_norm_and_dropout_match_a_numpy_reference():
+    model = tiny(tower_units=(8,), tower_batch_norm=True, tower_dropout=0.5)
+    bn = model.get_layer("click_tower_0_bn")
+    rng = np.random.default_rng(1)
+    gamma, beta, mean, var = (rng.normal(size=8).astype("float32") for _ in range(4))
+    var = np.abs(var) + 0.5
+    bn.set_weights([gamma, beta, mean, var])
+    head = keras.Model(model.get_layer("block_1").output, model.outputs)
+    tokens = rng.normal(size=(3, 4, 16)).astype("float32")
+    w0, b0 = model.get_layer("click_tower_0").get_weights()
+    w1, b1 = model.get_layer("click").get_weights()
+    h = tokens.mean(axis=1) @ w0 + b0
+    h = gamma * (h - mean) / np.sqrt(var + bn.epsilon) + beta
+    h = 0.5 * h * (1 + np.vectorize(math.erf)(h / math.sqrt(2)))  # exact GELU
+    expected = 1 / (1 + np.exp(-(h @ w1 + b1)))
+    # inference: moving statistics, no dropout
+    assert_all_close(to_numpy(head(tokens, training=False)), expected, atol=1e-5)
+    # training: dropout is active (and batch statistics are used), so the output differs
+    assert not np.allclose(to_numpy(head(tokens, training=True)), expected, atol=1e-3)
+    assert model.get_layer("click_tower_0_dropout").rate == 0.5
 
 
 def test_presets():
