@@ -60,3 +60,16 @@ def test_summary_groups_by_model_config_and_regularisation():
     assert main["test_auc_mean"] == pytest.approx(0.975)
     assert main["test_auc_std"] == pytest.approx(np.std([0.97, 0.98]))
     assert rows[("rankmixer", "l2=0.05 dropout=0")]["test_auc_mean"] == pytest.approx(0.90)
+
+
+def test_runs_that_differ_only_in_the_tower_are_separate_rows(capsys):
+    base = {"num_tokens": 5, "token_dim": 40, "num_layers": 2, "hidden_ratio": 4}
+    tower = dict(base, tower_units=[400, 400], tower_batch_norm=True, tower_dropout=0.2)
+    rows = frappe.summarize(
+        [_run("rankmixer", 0, 0.97, config=base), _run("rankmixer", 0, 0.98, config=tower)]
+    )
+    assert len(rows) == 2
+    frappe.print_markdown(rows)
+    out = capsys.readouterr().out
+    assert "| T=5 D=40 L=2 k=4 |" in out
+    assert "| T=5 D=40 L=2 k=4, tower (400, 400) + BN + dropout 0.2 |" in out
