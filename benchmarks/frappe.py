@@ -279,7 +279,7 @@ def print_table(rows):
 
 
 def describe_rankmixer(cfg: dict) -> str:
-    """A short label for a RankMixer config: T, D, L, k, pooling and the tower if not default."""
+    """A short label for a RankMixer config: T, D, L, k, pooling, and the tower when it sets one."""
     text = "T={num_tokens} D={token_dim} L={num_layers} k={hidden_ratio}".format(**cfg)
     if "pooling" in cfg:
         text += f" {cfg['pooling']} pooling"
