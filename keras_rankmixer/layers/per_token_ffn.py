@@ -41,6 +41,12 @@ def check_non_negative(name: str, value: Any, at_most: float | None = None) -> N
         raise ValueError(f"`{name}` must be a number {bound}, got {name}={value!r}.")
 
 
+def check_rate(name: str, value: Any) -> None:
+    """Raise a `ValueError` naming `name` unless `value` is a number in [0, 1) (a dropout rate)."""
+    if not (_is_number(value) and 0 <= value < 1):
+        raise ValueError(f"`{name}` must be a number in [0, 1), got {name}={value!r}.")
+
+
 @keras.saving.register_keras_serializable(package="keras_rankmixer")
 class PerTokenFFN(keras.layers.Layer):
     """Per-token FFN: every token has its own two-layer MLP.

@@ -6,7 +6,7 @@ from typing import Any
 
 import keras
 
-from keras_rankmixer.layers.per_token_ffn import PerTokenFFN, check_positive
+from keras_rankmixer.layers.per_token_ffn import PerTokenFFN, check_positive, check_rate
 from keras_rankmixer.layers.token_mixing import TokenMixing
 
 
@@ -78,8 +78,7 @@ class RankMixerBlock(keras.layers.Layer):
         super().__init__(**kwargs)
         check_positive("hidden_ratio", hidden_ratio)
         check_positive("layer_norm_epsilon", layer_norm_epsilon)
-        if not isinstance(dropout, int | float) or not 0.0 <= dropout < 1.0:
-            raise ValueError(f"`dropout` must be a float in [0, 1), got dropout={dropout!r}.")
+        check_rate("dropout", dropout)
         if isinstance(ffn, dict):
             ffn = keras.saving.deserialize_keras_object(ffn)
         if ffn is not None and not isinstance(ffn, keras.layers.Layer):

@@ -24,6 +24,7 @@ import keras_rs
 
 from keras_rankmixer.features import Feature, build_inputs, check_features, embed_groups
 from keras_rankmixer.layers.categorical_embedding import CategoricalEmbedding
+from keras_rankmixer.layers.per_token_ffn import check_rate
 from keras_rankmixer.models.rankmixer import _check_tasks, add_task_towers, build_rankmixer
 
 #: RankMixer ablations (paper Table 2) as `build_rankmixer` keyword overrides.
@@ -44,11 +45,6 @@ def _check_units(name: str, units: Sequence[int]) -> tuple[int, ...]:
     if not all(isinstance(u, int) and u > 0 for u in units):
         raise ValueError(f"`{name}` must be a sequence of positive ints, got {name}={units!r}.")
     return units
-
-
-def _check_dropout(dropout: float) -> None:
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"`dropout` must be in [0, 1), got dropout={dropout!r}.")
 
 
 def _mlp(x, units: Sequence[int], dropout: float, batch_norm: bool, prefix: str, dtype):
@@ -115,7 +111,7 @@ def build_dnn(
     """
     tasks = _check_tasks(tasks)
     hidden_units = _check_units("hidden_units", hidden_units)
-    _check_dropout(dropout)
+    check_rate("dropout", dropout)
     inputs, x = _front_end(features, dtype)
     x = _mlp(x, hidden_units, dropout, batch_norm, "mlp", dtype)
     return keras.Model(inputs, add_task_towers(x, tasks, tower_units, dtype=dtype), name=name)
@@ -173,7 +169,7 @@ def build_dcnv2(
     """
     tasks = _check_tasks(tasks)
     hidden_units = _check_units("hidden_units", hidden_units)
-    _check_dropout(dropout)
+    check_rate("dropout", dropout)
     if not isinstance(num_cross_layers, int) or num_cross_layers < 1:
         raise ValueError(
             f"`num_cross_layers` must be a positive int, got num_cross_layers={num_cross_layers!r}."

@@ -8,6 +8,7 @@ import keras
 
 from keras_rankmixer.features import Feature, build_inputs, check_features, embed_groups
 from keras_rankmixer.layers.feature_tokenizer import FeatureTokenizer
+from keras_rankmixer.layers.per_token_ffn import check_rate
 from keras_rankmixer.layers.rankmixer_block import RankMixerBlock
 from keras_rankmixer.layers.sparse_moe import SparseMoE
 from keras_rankmixer.models.presets import get_preset
@@ -35,8 +36,7 @@ def add_task_towers(
     defaults (no batch norm, no dropout) it is a single `Dense(activation="gelu")` named
     `{task}_tower_{i}`.
     """
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"`dropout` must be in [0, 1), got dropout={dropout!r}.")
+    check_rate("dropout", dropout)
     outputs = {}
     for task in _check_tasks(tasks):
         h = pooled
@@ -146,8 +146,7 @@ def build_rankmixer(
         raise ValueError(f"`pooling` must be one of {POOLINGS}, got pooling={pooling!r}.")
     if not isinstance(num_layers, int) or num_layers < 1:
         raise ValueError(f"`num_layers` must be a positive int, got num_layers={num_layers!r}.")
-    if not 0.0 <= tower_dropout < 1.0:
-        raise ValueError(f"`tower_dropout` must be in [0, 1), got tower_dropout={tower_dropout!r}.")
+    check_rate("tower_dropout", tower_dropout)
     if moe is not None:
         if ffn_factory is not None:
             raise ValueError("Give at most one of `moe` and `ffn_factory`, got both.")

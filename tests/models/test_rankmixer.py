@@ -152,6 +152,7 @@ def test_out_of_vocabulary_and_missing_inputs_are_safe():
         ({"pooling": "max"}, "pooling"),
         ({"tower_dropout": 1.0}, "tower_dropout"),
         ({"tower_dropout": -0.1}, "tower_dropout"),
+        ({"tower_dropout": "0.2"}, "tower_dropout"),
     ],
 )
 def test_bad_arguments(kwargs, match):
