@@ -29,11 +29,12 @@ def add_task_towers(
     *,
     dropout: float = 0.0,
     batch_norm: bool = False,
+    activation: str | Callable = "gelu",
 ) -> dict[str, keras.KerasTensor]:
     """One MLP tower per task ending in a float32 sigmoid; outputs are named after the task.
 
-    Each hidden layer is `Dense -> [BatchNormalization] -> GELU -> [Dropout]`; with the
-    defaults (no batch norm, no dropout) it is a single `Dense(activation="gelu")` named
+    Each hidden layer is `Dense -> [BatchNormalization] -> activation -> [Dropout]`; with the
+    defaults (GELU, no batch norm, no dropout) it is a single `Dense(activation="gelu")` named
     `{task}_tower_{i}`.
     """
     check_rate("dropout", dropout)
@@ -46,9 +47,9 @@ def add_task_towers(
                 h = keras.layers.Dense(units, dtype=dtype, name=name)(h)
                 # momentum 0.9 as in the baselines' MLP (`models.baselines`)
                 h = keras.layers.BatchNormalization(momentum=0.9, dtype=dtype, name=f"{name}_bn")(h)
-                h = keras.layers.Activation("gelu", dtype=dtype, name=f"{name}_gelu")(h)
+                h = keras.layers.Activation(activation, dtype=dtype, name=f"{name}_activation")(h)
             else:
-                h = keras.layers.Dense(units, activation="gelu", dtype=dtype, name=name)(h)
+                h = keras.layers.Dense(units, activation=activation, dtype=dtype, name=name)(h)
             if dropout:
                 h = keras.layers.Dropout(dropout, dtype=dtype, name=f"{name}_dropout")(h)
         outputs[task] = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name=task)(h)
@@ -73,6 +74,7 @@ def build_rankmixer(
     tower_units: Sequence[int] = (64,),
     tower_dropout: float = 0.0,
     tower_batch_norm: bool = False,
+    tower_activation: str | Callable = "gelu",
     shared_projection: bool = False,
     use_token_mixing: bool = True,
     use_residual: bool = True,
@@ -95,7 +97,8 @@ def build_rankmixer(
         features: Feature specs (`CategoricalFeature`, `SequenceFeature`, `NumericFeature`).
         num_tokens: Number of tokens T.
         token_dim: Token width D.
-        num_layers: Number of RankMixer blocks L.
+        num_layers: Number of RankMixer blocks L. 0 feeds the tokenizer's output straight
+            to the pooling and towers: an ablation that measures what the blocks add.
         hidden_ratio: Per-token FFN hidden ratio k.
         tasks: Task names; one tower and one output each (e.g. `("finish", "skip", "like")`).
         hidden_dim: Explicit FFN hidden width (overrides `hidden_ratio`).
@@ -108,6 +111,8 @@ def build_rankmixer(
         tower_dropout: Dropout after each tower hidden layer (0 = none).
         tower_batch_norm: Batch normalization before each tower activation (as in the
             DNN/DCNv2 baselines' MLP).
+        tower_activation: Activation of each tower hidden layer (`"gelu"` by default;
+            `"relu"` gives the baselines' MLP).
         shared_projection: Share the tokenizer's projection across slices.
         use_token_mixing, use_residual, use_layer_norm, shared_ffn: Table 2 ablations.
         ffn_factory: Optional `f(block_index) -> layer` giving each block's FFN (the seam for
@@ -144,8 +149,8 @@ def build_rankmixer(
     tasks = _check_tasks(tasks)
     if pooling not in POOLINGS:
         raise ValueError(f"`pooling` must be one of {POOLINGS}, got pooling={pooling!r}.")
-    if not isinstance(num_layers, int) or num_layers < 1:
-        raise ValueError(f"`num_layers` must be a positive int, got num_layers={num_layers!r}.")
+    if not isinstance(num_layers, int) or isinstance(num_layers, bool) or num_layers < 0:
+        raise ValueError(f"`num_layers` must be a non-negative int, got num_layers={num_layers!r}.")
     check_rate("tower_dropout", tower_dropout)
     if moe is not None:
         if ffn_factory is not None:
@@ -188,6 +193,7 @@ def build_rankmixer(
         dtype=dtype,
         dropout=tower_dropout,
         batch_norm=tower_batch_norm,
+        activation=tower_activation,
     )
     return keras.Model(inputs=inputs, outputs=outputs, name=name)
 

@@ -144,7 +144,8 @@ def test_out_of_vocabulary_and_missing_inputs_are_safe():
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        ({"num_layers": 0}, "num_layers"),
+        ({"num_layers": -1}, "num_layers"),
+        ({"num_layers": 1.0}, "num_layers"),
         ({"tasks": []}, "tasks"),
         ({"tasks": ["a", "a"]}, "tasks"),
         ({"num_tokens": 0}, "num_tokens"),
@@ -178,6 +179,10 @@ def test_flatten_pooling_feeds_every_token_to_the_tower():
     )
 
 
+def _exact_gelu(h):
+    return 0.5 * h * (1 + np.vectorize(math.erf)(h / math.sqrt(2)))
+
+
 def test_tower_batch_norm_and_dropout_match_a_numpy_reference():
     model = tiny(tower_units=(8,), tower_batch_norm=True, tower_dropout=0.5)
     bn = model.get_layer("click_tower_0_bn")
@@ -191,13 +196,30 @@ def test_tower_batch_norm_and_dropout_match_a_numpy_reference():
     w1, b1 = model.get_layer("click").get_weights()
     h = tokens.mean(axis=1) @ w0 + b0
     h = gamma * (h - mean) / np.sqrt(var + bn.epsilon) + beta
-    h = 0.5 * h * (1 + np.vectorize(math.erf)(h / math.sqrt(2)))  # exact GELU
+    h = _exact_gelu(h)
     expected = 1 / (1 + np.exp(-(h @ w1 + b1)))
     # inference: moving statistics, no dropout
     assert_all_close(to_numpy(head(tokens, training=False)), expected, atol=1e-5)
     # training: dropout is active (and batch statistics are used), so the output differs
     assert not np.allclose(to_numpy(head(tokens, training=True)), expected, atol=1e-3)
     assert model.get_layer("click_tower_0_dropout").rate == 0.5
+
+
+@pytest.mark.parametrize("activation", ["gelu", "relu"])
+def test_zero_layers_feeds_the_tokens_straight_to_the_towers(activation):
+    model = kr.build_rankmixer(
+        SPECS, 4, 16, 0, 2, tower_units=(8,), pooling="flatten", tower_activation=activation
+    )
+    assert not [layer for layer in model.layers if layer.name.startswith("block_")]
+    x = batch(3)
+    tokens = to_numpy(keras.Model(model.inputs, model.get_layer("tokenizer").output)(x))
+    assert tokens.shape == (3, 4, 16)
+    w0, b0 = model.get_layer("click_tower_0").get_weights()
+    w1, b1 = model.get_layer("click").get_weights()
+    h = tokens.reshape(3, -1) @ w0 + b0
+    h = _exact_gelu(h) if activation == "gelu" else np.maximum(h, 0)
+    expected = 1 / (1 + np.exp(-(h @ w1 + b1)))
+    assert_all_close(model.predict(x, verbose=0)["click"], expected, atol=1e-5)
 
 
 def test_presets():
