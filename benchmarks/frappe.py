@@ -279,7 +279,8 @@ def print_table(rows):
 
 
 def describe_rankmixer(cfg: dict) -> str:
-    """A short label for a RankMixer config: T, D, L, k, pooling, and the tower when it sets one."""
+    """A short label for a RankMixer config: T, D, L, k, pooling, and the tower when it sets one
+    (its activation when it is not the default GELU)."""
     text = "T={num_tokens} D={token_dim} L={num_layers} k={hidden_ratio}".format(**cfg)
     if "pooling" in cfg:
         text += f" {cfg['pooling']} pooling"
@@ -289,6 +290,8 @@ def describe_rankmixer(cfg: dict) -> str:
         text += " + BN"
     if cfg.get("tower_dropout"):
         text += f" + dropout {cfg['tower_dropout']:g}"
+    if cfg.get("tower_activation", "gelu") != "gelu":
+        text += f" ({cfg['tower_activation']})"
     return text
 
 

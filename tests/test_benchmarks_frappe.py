@@ -65,11 +65,17 @@ def test_summary_groups_by_model_config_and_regularisation():
 def test_runs_that_differ_only_in_the_tower_are_separate_rows(capsys):
     base = {"num_tokens": 5, "token_dim": 40, "num_layers": 2, "hidden_ratio": 4}
     tower = dict(base, tower_units=[400, 400], tower_batch_norm=True, tower_dropout=0.2)
+    relu = dict(tower, tower_activation="relu")
     rows = frappe.summarize(
-        [_run("rankmixer", 0, 0.97, config=base), _run("rankmixer", 0, 0.98, config=tower)]
+        [
+            _run("rankmixer", 0, 0.97, config=base),
+            _run("rankmixer", 0, 0.98, config=tower),
+            _run("rankmixer", 0, 0.96, config=relu),
+        ]
     )
-    assert len(rows) == 2
+    assert len(rows) == 3
     frappe.print_markdown(rows)
     out = capsys.readouterr().out
     assert "| T=5 D=40 L=2 k=4 |" in out
     assert "| T=5 D=40 L=2 k=4, tower (400, 400) + BN + dropout 0.2 |" in out
+    assert "| T=5 D=40 L=2 k=4, tower (400, 400) + BN + dropout 0.2 (relu) |" in out
