@@ -88,6 +88,9 @@ def parse_args(argv=None):
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--embedding-dim", type=int, default=10)
     p.add_argument("--embedding-l2", type=float, default=0.1)
+    p.add_argument(
+        "--tokenizer-l2", type=float, default=0.0, help="L2 on RankMixer's tokenizer kernel"
+    )
     p.add_argument("--no-reduce-lr", action="store_true")
     p.add_argument(
         "--rankmixer",
@@ -154,6 +157,10 @@ def run_one(name, config, specs, splits, seed, args, evaluate_test=True):
         kwargs.setdefault("dropout", args.dropout)
     model = build_model(name, specs, tasks=["label"], **kwargs)
     set_embedding_l2(model, args.embedding_l2)
+    if args.tokenizer_l2 and name not in BASELINES:
+        # the same penalty on the tokenizer's projection (it can otherwise grow to undo the
+        # embedding penalty: embeddings / c, projection * c)
+        model.get_layer("tokenizer").kernel.regularizer = keras.regularizers.L2(args.tokenizer_l2)
     stats = count_model(model)
     model.compile(
         optimizer=keras.optimizers.Adam(args.learning_rate),
@@ -214,6 +221,8 @@ def _settings_tag(r):
     """The regularisation settings a run differs by (results of several sweeps side by side)."""
     s = r.get("settings", {})
     tag = f" l2={s.get('embedding_l2', 0.0):g}"
+    if s.get("tokenizer_l2") and r["model"] not in BASELINES:
+        tag += f" tokenizer_l2={s['tokenizer_l2']:g}"
     if r["model"] not in BASELINES:  # the baselines' dropout is in their config
         tag += f" dropout={s.get('dropout', 0.0):g}"
     return tag
@@ -370,6 +379,7 @@ def main(argv=None) -> int:
                 "learning_rate",
                 "embedding_dim",
                 "embedding_l2",
+                "tokenizer_l2",
                 "patience",
                 "max_epochs",
                 "no_reduce_lr",

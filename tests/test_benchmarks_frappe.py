@@ -26,7 +26,7 @@ def test_moe_frappe_skips_without_data(tmp_path, capsys):
     assert json.loads(out.strip().splitlines()[-1])["skipped"] == "no data"
 
 
-def _run(model, seed, auc, l2=0.01, config=None):
+def _run(model, seed, auc, l2=0.01, config=None, **settings):
     return {
         "model": model,
         "seed": seed,
@@ -37,7 +37,7 @@ def _run(model, seed, auc, l2=0.01, config=None):
         "valid_auc": auc + 0.001,
         "test_auc": auc,
         "test_logloss": 0.2,
-        "settings": {"embedding_l2": l2, "dropout": 0.0},
+        "settings": {"embedding_l2": l2, "dropout": 0.0, **settings},
     }
 
 
@@ -47,14 +47,18 @@ def test_summary_groups_by_model_config_and_regularisation():
         _run("rankmixer", 1, 0.98),
         _run("rankmixer", 1, 0.98),  # the same run recorded twice counts once
         _run("rankmixer", 0, 0.90, l2=0.05),
+        _run("rankmixer", 0, 0.91, tokenizer_l2=0.1),
         _run("dnn", 0, 0.95, config={"hidden_units": [4]}),
+        _run("dnn", 1, 0.96, config={"hidden_units": [4]}, tokenizer_l2=0.1),  # no tokenizer
     ]
     rows = {(r["model"], r["settings"]): r for r in frappe.summarize(runs)}
     assert set(rows) == {
         ("rankmixer", "l2=0.01 dropout=0"),
         ("rankmixer", "l2=0.05 dropout=0"),
+        ("rankmixer", "l2=0.01 tokenizer_l2=0.1 dropout=0"),
         ("dnn", "l2=0.01"),
     }
+    assert rows[("dnn", "l2=0.01")]["seeds"] == 2
     main = rows[("rankmixer", "l2=0.01 dropout=0")]
     assert main["seeds"] == 2
     assert main["test_auc_mean"] == pytest.approx(0.975)
