@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 import keras
 
 from keras_rankmixer.features import Feature, build_inputs, check_features, embed_groups
+from keras_rankmixer.layers.activations import get_activation
 from keras_rankmixer.layers.feature_tokenizer import FeatureTokenizer
 from keras_rankmixer.layers.per_token_ffn import check_rate
 from keras_rankmixer.layers.rankmixer_block import RankMixerBlock
@@ -19,6 +20,16 @@ def _check_tasks(tasks) -> list[str]:
     if not tasks or len(set(tasks)) != len(tasks) or not all(isinstance(t, str) for t in tasks):
         raise ValueError(f"`tasks` must be a non-empty list of unique names, got {tasks!r}.")
     return tasks
+
+
+def _check_activation(name: str, activation) -> Callable:
+    try:
+        return get_activation(activation)
+    except (ValueError, TypeError) as error:
+        raise ValueError(
+            f'`{name}` must be a Keras activation name (or `"gelu_tanh"`) or a callable, '
+            f"got {name}={activation!r}."
+        ) from error
 
 
 def add_task_towers(
@@ -38,6 +49,7 @@ def add_task_towers(
     `{task}_tower_{i}`.
     """
     check_rate("dropout", dropout)
+    activation = _check_activation("activation", activation)
     outputs = {}
     for task in _check_tasks(tasks):
         h = pooled
@@ -152,6 +164,9 @@ def build_rankmixer(
     if not isinstance(num_layers, int) or isinstance(num_layers, bool) or num_layers < 0:
         raise ValueError(f"`num_layers` must be a non-negative int, got num_layers={num_layers!r}.")
     check_rate("tower_dropout", tower_dropout)
+    _check_activation("tower_activation", tower_activation)
+    if num_layers == 0 and (moe is not None or ffn_factory is not None):
+        raise ValueError("`moe` and `ffn_factory` set the blocks' FFN; they need num_layers >= 1.")
     if moe is not None:
         if ffn_factory is not None:
             raise ValueError("Give at most one of `moe` and `ffn_factory`, got both.")

@@ -106,11 +106,13 @@ def test_ablation_flags_reach_the_blocks():
 
 
 def test_activation_reaches_every_block_and_survives_saving(tmp_path):
-    model = tiny(activation="gelu_tanh")
+    model = tiny(activation="gelu_tanh", tower_activation="gelu_tanh")
     for i in range(2):
         assert model.get_layer(f"block_{i}").ffn.activation is kr.layers.gelu_tanh
+    assert model.get_layer("click_tower_0").activation is kr.layers.gelu_tanh
     loaded = keras_file_round_trip(model, tmp_path)
     assert loaded.get_layer("block_1").ffn.activation is kr.layers.gelu_tanh
+    assert loaded.get_layer("click_tower_0").activation is kr.layers.gelu_tanh
     x = batch()
     np.testing.assert_array_equal(
         model.predict(x, verbose=0)["click"], loaded.predict(x, verbose=0)["click"]
@@ -146,6 +148,8 @@ def test_out_of_vocabulary_and_missing_inputs_are_safe():
     [
         ({"num_layers": -1}, "num_layers"),
         ({"num_layers": 1.0}, "num_layers"),
+        ({"num_layers": 0, "moe": {"num_experts": 2}}, "num_layers >= 1"),
+        ({"tower_activation": "bogus"}, "tower_activation"),
         ({"tasks": []}, "tasks"),
         ({"tasks": ["a", "a"]}, "tasks"),
         ({"num_tokens": 0}, "num_tokens"),
