@@ -30,8 +30,18 @@ def gelu_tanh(x):
 ACTIVATIONS = {"gelu_tanh": gelu_tanh}
 
 
-def get_activation(identifier: str | Any):
-    """`keras.activations.get`, plus this package's names (`"gelu_tanh"`)."""
+def get_activation(identifier: str | Any, name: str = "activation"):
+    """`keras.activations.get`, plus this package's names (`"gelu_tanh"`).
+
+    Raises a `ValueError` naming the argument `name` when `identifier` is neither a known
+    activation name nor a callable.
+    """
     if isinstance(identifier, str) and identifier in ACTIVATIONS:
         return ACTIVATIONS[identifier]
-    return keras.activations.get(identifier)
+    try:
+        return keras.activations.get(identifier)
+    except (ValueError, TypeError) as error:
+        raise ValueError(
+            f'`{name}` must be a Keras activation name (or `"gelu_tanh"`) or a callable, '
+            f"got {name}={identifier!r}."
+        ) from error

@@ -22,16 +22,6 @@ def _check_tasks(tasks) -> list[str]:
     return tasks
 
 
-def _check_activation(name: str, activation) -> Callable:
-    try:
-        return get_activation(activation)
-    except (ValueError, TypeError) as error:
-        raise ValueError(
-            f'`{name}` must be a Keras activation name (or `"gelu_tanh"`) or a callable, '
-            f"got {name}={activation!r}."
-        ) from error
-
-
 def add_task_towers(
     pooled: keras.KerasTensor,
     tasks: Sequence[str],
@@ -49,7 +39,7 @@ def add_task_towers(
     `{task}_tower_{i}`.
     """
     check_rate("dropout", dropout)
-    activation = _check_activation("activation", activation)
+    activation = get_activation(activation)
     outputs = {}
     for task in _check_tasks(tasks):
         h = pooled
@@ -164,7 +154,7 @@ def build_rankmixer(
     if not isinstance(num_layers, int) or isinstance(num_layers, bool) or num_layers < 0:
         raise ValueError(f"`num_layers` must be a non-negative int, got num_layers={num_layers!r}.")
     check_rate("tower_dropout", tower_dropout)
-    _check_activation("tower_activation", tower_activation)
+    tower_activation = get_activation(tower_activation, "tower_activation")
     if num_layers == 0 and (moe is not None or ffn_factory is not None):
         raise ValueError("`moe` and `ffn_factory` set the blocks' FFN; they need num_layers >= 1.")
     if moe is not None:

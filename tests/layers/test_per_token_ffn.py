@@ -124,6 +124,8 @@ def test_config_round_trip_keeps_outputs():
         ({"hidden_ratio": -1.0}, "hidden_ratio"),
         ({"hidden_dim": 0}, "hidden_dim"),
         ({"hidden_dim": 2.5}, "hidden_dim"),
+        ({"activation": "bogus"}, "`activation` must be"),
+        ({"activation": 3}, "`activation` must be"),
     ],
 )
 def test_bad_arguments(kwargs, match):

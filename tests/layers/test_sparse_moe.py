@@ -487,6 +487,7 @@ def test_config_and_keras_file_round_trip(tmp_path):
         ({"gate_gradient_leak": -0.1}, "gate_gradient_leak"),
         ({"load_bias_rate": -1}, "load_bias_rate"),
         ({"load_balance_weight": -1}, "load_balance_weight"),
+        ({"activation": "bogus"}, "`activation` must be"),
     ],
 )
 def test_bad_arguments_name_the_argument(kwargs, name):

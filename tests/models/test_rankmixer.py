@@ -149,7 +149,7 @@ def test_out_of_vocabulary_and_missing_inputs_are_safe():
         ({"num_layers": -1}, "num_layers"),
         ({"num_layers": 1.0}, "num_layers"),
         ({"num_layers": 0, "moe": {"num_experts": 2}}, "num_layers >= 1"),
-        ({"tower_activation": "bogus"}, "tower_activation"),
+        ({"tower_activation": "bogus"}, "`tower_activation` must be"),
         ({"tasks": []}, "tasks"),
         ({"tasks": ["a", "a"]}, "tasks"),
         ({"num_tokens": 0}, "num_tokens"),
