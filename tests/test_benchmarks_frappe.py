@@ -83,3 +83,25 @@ def test_runs_that_differ_only_in_the_tower_are_separate_rows(capsys):
     assert "| T=5 D=40 L=2 k=4 |" in out
     assert "| T=5 D=40 L=2 k=4, tower (400, 400) + BN + dropout 0.2 |" in out
     assert "| T=5 D=40 L=2 k=4, tower (400, 400) + BN + dropout 0.2 (relu) |" in out
+
+
+def test_moe_fig3_curves_start_every_line_at_the_tagged_dense_runs():
+    def row(method, frac, auc):
+        return {"method": method, "fraction": frac, "test_auc": auc}
+
+    cells = {
+        ("dense_E32", 1.0): [row("dense_E32", 1.0, 0.97), row("dense_E32", 1.0, 0.972)],
+        ("dtsi_E32", 0.25): [row("dtsi_E32", 0.25, 0.969), row("dtsi_E32", 0.25, 0.971)],
+        ("topk_E32", 0.5): [row("topk_E32", 0.5, 0.968)],
+    }
+    curves, dense_auc = moe_frappe.fig3_curves(cells)
+    assert dense_auc == pytest.approx(0.971)
+    assert sorted(curves) == ["dtsi_E32", "topk_E32"]  # dense is not a line of its own
+    frac, mean, std = zip(*curves["dtsi_E32"], strict=True)
+    assert frac == (1.0, 0.25)
+    np.testing.assert_allclose(mean, [0.971, 0.970])
+    np.testing.assert_allclose(std, [np.std([0.97, 0.972], ddof=1), np.std([0.969, 0.971], ddof=1)])
+    assert curves["topk_E32"] == [
+        (1.0, pytest.approx(0.971), pytest.approx(std[0])),
+        (0.5, 0.968, 0.0),
+    ]
