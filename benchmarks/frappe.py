@@ -221,9 +221,9 @@ def _settings_tag(r):
     """The regularisation settings a run differs by (results of several sweeps side by side)."""
     s = r.get("settings", {})
     tag = f" l2={s.get('embedding_l2', 0.0):g}"
-    if s.get("tokenizer_l2") and r["model"] not in BASELINES:
-        tag += f" tokenizer_l2={s['tokenizer_l2']:g}"
-    if r["model"] not in BASELINES:  # the baselines' dropout is in their config
+    if r["model"] not in BASELINES:  # no tokenizer; the baselines' dropout is in their config
+        if s.get("tokenizer_l2"):
+            tag += f" tokenizer_l2={s['tokenizer_l2']:g}"
         tag += f" dropout={s.get('dropout', 0.0):g}"
     return tag
 
