@@ -778,7 +778,7 @@ def make_dataset(
     """
     import tensorflow as tf
 
-    from keras_rankmixer.layers.per_token_ffn import check_positive
+    from keras_rankmixer.layers._checks import check_positive
 
     check_positive("batch_size", batch_size, integer=True)
     check_positive("shuffle_chunks", shuffle_chunks, integer=True)

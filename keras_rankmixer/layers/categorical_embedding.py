@@ -7,7 +7,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from keras_rankmixer.layers.per_token_ffn import check_positive
+from keras_rankmixer.layers._checks import check_positive
 
 
 @keras.saving.register_keras_serializable(package="keras_rankmixer")

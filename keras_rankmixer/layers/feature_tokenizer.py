@@ -7,8 +7,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from keras_rankmixer.layers.initializers import per_token_glorot_uniform
-from keras_rankmixer.layers.per_token_ffn import check_positive
+from keras_rankmixer.layers._checks import check_positive, per_token_initializer
 
 
 @keras.saving.register_keras_serializable(package="keras_rankmixer")
@@ -72,9 +71,7 @@ class FeatureTokenizer(keras.layers.Layer):
         self.token_dim = token_dim
         self.shared_projection = bool(shared_projection)
         self.use_bias = bool(use_bias)
-        self.kernel_initializer = keras.initializers.get(
-            kernel_initializer if kernel_initializer is not None else per_token_glorot_uniform()
-        )
+        self.kernel_initializer = per_token_initializer(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
 
     @staticmethod

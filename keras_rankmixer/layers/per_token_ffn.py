@@ -7,44 +7,13 @@ from typing import Any
 import keras
 from keras import ops
 
+from keras_rankmixer.layers._checks import check_positive, check_tokens_shape, per_token_initializer
 from keras_rankmixer.layers.activations import get_activation
-from keras_rankmixer.layers.initializers import per_token_glorot_uniform
 
 
 def resolve_hidden_dim(dim: int, hidden_ratio: float, hidden_dim: int | None) -> int:
     """Hidden width of a (per-token) FFN: `hidden_dim`, else `round(hidden_ratio * dim)`."""
     return int(hidden_dim) if hidden_dim is not None else max(1, int(round(hidden_ratio * dim)))
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def check_positive(name: str, value: Any, allow_none: bool = False, integer: bool = False) -> None:
-    """Raise a `ValueError` naming `name` unless `value` is a positive number (or None)."""
-    if value is None and allow_none:
-        return
-    ok = _is_number(value) and value > 0
-    if integer:
-        ok = ok and isinstance(value, int)
-    if not ok:
-        kind = "positive int" if integer else "positive number"
-        suffix = " or None" if allow_none else ""
-        raise ValueError(f"`{name}` must be a {kind}{suffix}, got {name}={value!r}.")
-
-
-def check_non_negative(name: str, value: Any, at_most: float | None = None) -> None:
-    """Raise a `ValueError` naming `name` unless `value` is a number >= 0 (and <= `at_most`)."""
-    ok = _is_number(value) and value >= 0 and (at_most is None or value <= at_most)
-    if not ok:
-        bound = f"in [0, {at_most:g}]" if at_most is not None else ">= 0"
-        raise ValueError(f"`{name}` must be a number {bound}, got {name}={value!r}.")
-
-
-def check_rate(name: str, value: Any) -> None:
-    """Raise a `ValueError` naming `name` unless `value` is a number in [0, 1) (a dropout rate)."""
-    if not (_is_number(value) and 0 <= value < 1):
-        raise ValueError(f"`{name}` must be a number in [0, 1), got {name}={value!r}.")
 
 
 @keras.saving.register_keras_serializable(package="keras_rankmixer")
@@ -111,21 +80,14 @@ class PerTokenFFN(keras.layers.Layer):
         self.hidden_dim = hidden_dim
         self.activation = get_activation(activation)
         self.use_bias = bool(use_bias)
-        self.kernel_initializer = keras.initializers.get(
-            kernel_initializer if kernel_initializer is not None else per_token_glorot_uniform()
-        )
+        self.kernel_initializer = per_token_initializer(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)
         self.shared = bool(shared)
 
     def build(self, input_shape) -> None:
-        if len(input_shape) != 3 or input_shape[1] is None or input_shape[2] is None:
-            raise ValueError(
-                "PerTokenFFN expects input of shape (batch, num_tokens, token_dim) with static "
-                f"num_tokens and token_dim, got {tuple(input_shape)}."
-            )
-        num_tokens, dim = int(input_shape[1]), int(input_shape[2])
+        num_tokens, dim = check_tokens_shape("PerTokenFFN", input_shape)
         hidden = resolve_hidden_dim(dim, self.hidden_ratio, self.hidden_dim)
         self.num_tokens, self.token_dim, self.ffn_dim = num_tokens, dim, hidden
         lead = () if self.shared else (num_tokens,)

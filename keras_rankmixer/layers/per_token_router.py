@@ -7,8 +7,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from keras_rankmixer.layers.initializers import per_token_glorot_uniform
-from keras_rankmixer.layers.per_token_ffn import check_positive
+from keras_rankmixer.layers._checks import check_positive, check_tokens_shape, per_token_initializer
 
 
 @keras.saving.register_keras_serializable(package="keras_rankmixer")
@@ -51,18 +50,11 @@ class PerTokenRouter(keras.layers.Layer):
         super().__init__(**kwargs)
         check_positive("num_experts", num_experts, integer=True)
         self.num_experts = num_experts
-        self.kernel_initializer = keras.initializers.get(
-            kernel_initializer if kernel_initializer is not None else per_token_glorot_uniform()
-        )
+        self.kernel_initializer = per_token_initializer(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
 
     def build(self, input_shape) -> None:
-        if len(input_shape) != 3 or input_shape[1] is None or input_shape[2] is None:
-            raise ValueError(
-                "PerTokenRouter expects input of shape (batch, num_tokens, token_dim) with "
-                f"static num_tokens and token_dim, got {tuple(input_shape)}."
-            )
-        num_tokens, dim = int(input_shape[1]), int(input_shape[2])
+        num_tokens, dim = check_tokens_shape("PerTokenRouter", input_shape)
         self.router_kernel = self.add_weight(
             name="router_kernel",
             shape=(num_tokens, dim, self.num_experts),

@@ -6,7 +6,8 @@ from typing import Any
 
 import keras
 
-from keras_rankmixer.layers.per_token_ffn import PerTokenFFN, check_positive, check_rate
+from keras_rankmixer.layers._checks import check_positive, check_rate, check_tokens_shape
+from keras_rankmixer.layers.per_token_ffn import PerTokenFFN
 from keras_rankmixer.layers.token_mixing import TokenMixing
 
 
@@ -120,12 +121,7 @@ class RankMixerBlock(keras.layers.Layer):
         self.dropout_layer = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
 
     def build(self, input_shape) -> None:
-        if len(input_shape) != 3 or input_shape[1] is None or input_shape[2] is None:
-            raise ValueError(
-                "RankMixerBlock expects input of shape (batch, num_tokens, token_dim) with "
-                f"static num_tokens and token_dim, got {tuple(input_shape)}."
-            )
-        num_tokens = input_shape[1]
+        num_tokens, _ = check_tokens_shape("RankMixerBlock", input_shape)
         if self.num_heads not in (None, num_tokens):
             raise ValueError(
                 f"RankMixerBlock needs num_heads == num_tokens (T={num_tokens}) so that "

@@ -8,13 +8,14 @@ from typing import Any
 import keras
 from keras import ops
 
-from keras_rankmixer.layers.activations import get_activation
-from keras_rankmixer.layers.initializers import per_token_glorot_uniform
-from keras_rankmixer.layers.per_token_ffn import (
+from keras_rankmixer.layers._checks import (
     check_non_negative,
     check_positive,
-    resolve_hidden_dim,
+    check_tokens_shape,
+    per_token_initializer,
 )
+from keras_rankmixer.layers.activations import get_activation
+from keras_rankmixer.layers.per_token_ffn import resolve_hidden_dim
 from keras_rankmixer.layers.per_token_router import PerTokenRouter
 
 ROUTINGS = ("relu", "dtsi", "topk")
@@ -250,13 +251,9 @@ class SparseMoE(keras.layers.Layer):
         self.gate_gradient_leak = float(gate_gradient_leak)
         self.load_bias_rate = float(load_bias_rate)
         self.activation = get_activation(activation)
-        self.kernel_initializer = keras.initializers.get(
-            kernel_initializer if kernel_initializer is not None else per_token_glorot_uniform()
-        )
+        self.kernel_initializer = per_token_initializer(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.router_initializer = keras.initializers.get(
-            router_initializer if router_initializer is not None else per_token_glorot_uniform()
-        )
+        self.router_initializer = per_token_initializer(router_initializer)
 
         def make_router(name):
             return PerTokenRouter(
@@ -276,12 +273,7 @@ class SparseMoE(keras.layers.Layer):
 
     # ------------------------------------------------------------------ build
     def build(self, input_shape) -> None:
-        if len(input_shape) != 3 or input_shape[1] is None or input_shape[2] is None:
-            raise ValueError(
-                "SparseMoE expects input of shape (batch, num_tokens, token_dim) with static "
-                f"num_tokens and token_dim, got {tuple(input_shape)}."
-            )
-        t, d, e = int(input_shape[1]), int(input_shape[2]), self.num_experts
+        (t, d), e = check_tokens_shape("SparseMoE", input_shape), self.num_experts
         h = resolve_hidden_dim(d, self.hidden_ratio, self.hidden_dim)
         self.num_tokens, self.token_dim, self.expert_dim = t, d, h
         for router in self._routers():

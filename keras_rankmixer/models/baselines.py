@@ -23,8 +23,8 @@ import keras
 import keras_rs
 
 from keras_rankmixer.features import Feature, build_inputs, check_features, embed_groups
+from keras_rankmixer.layers._checks import check_rate
 from keras_rankmixer.layers.categorical_embedding import CategoricalEmbedding
-from keras_rankmixer.layers.per_token_ffn import check_rate
 from keras_rankmixer.models.rankmixer import _check_tasks, add_task_towers, build_rankmixer
 
 #: RankMixer ablations (paper Table 2) as `build_rankmixer` keyword overrides.

@@ -7,9 +7,9 @@ from collections.abc import Callable, Sequence
 import keras
 
 from keras_rankmixer.features import Feature, build_inputs, check_features, embed_groups
+from keras_rankmixer.layers._checks import check_rate
 from keras_rankmixer.layers.activations import get_activation
 from keras_rankmixer.layers.feature_tokenizer import FeatureTokenizer
-from keras_rankmixer.layers.per_token_ffn import check_rate
 from keras_rankmixer.layers.rankmixer_block import RankMixerBlock
 from keras_rankmixer.layers.sparse_moe import SparseMoE
 from keras_rankmixer.models.presets import get_preset
