@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: env demo test test-tf test-jax lint format clean
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e ".[dev,tfrs,serving]"
