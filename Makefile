@@ -17,14 +17,15 @@ env: $(STAMP)
 demo: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/rankmixer demo
 
-# The whole suite on the TensorFlow backend, then the layer tests again on JAX (CPU).
+# The whole suite and every docstring example on the TensorFlow backend, then the layer tests and
+# the layers' examples again on JAX (CPU).
 test: test-tf test-jax
 
 test-tf: $(STAMP)
-	TF_CPP_MIN_LOG_LEVEL=2 KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -q tests
+	TF_CPP_MIN_LOG_LEVEL=2 KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -q tests keras_rankmixer
 
 test-jax: $(STAMP)
-	KERAS_BACKEND=jax $(BIN)/python -m pytest -q tests/layers
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -q tests/layers keras_rankmixer/layers
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

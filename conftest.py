@@ -1,0 +1,27 @@
+"""Root pytest set-up: the package's docstring examples are collected as tests (`--doctest-modules`).
+
+Modules that need an optional extra or a different Keras are left out of the doctest run here
+(their own tests in tests/ cover them, with the set-up they need).
+"""
+
+import importlib.util
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import pytest  # noqa: E402
+
+# keras_rankmixer.tfrs needs TF_USE_LEGACY_KERAS=1 set before TensorFlow is imported.
+collect_ignore = ["keras_rankmixer/tfrs.py"]
+if importlib.util.find_spec("tensorflow_serving") is None:
+    collect_ignore.append("keras_rankmixer/serving.py")
+
+
+@pytest.fixture(autouse=True)
+def _doctest_keras_state(request):
+    """Every docstring example starts from float32 and a fixed seed, like the unit tests."""
+    if isinstance(request.node, pytest.DoctestItem):
+        keras.config.set_dtype_policy("float32")
+        keras.utils.set_random_seed(1234)
+    yield
