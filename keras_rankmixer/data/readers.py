@@ -343,7 +343,7 @@ class _Converter:
     def _numeric(self, raw):
         if raw.dtype.kind in "iubf":
             value = raw.astype("float64")
-            return value, np.zeros(len(raw), bool), np.isnan(value)
+            return value, np.zeros(len(raw), bool), ~np.isfinite(value)
         missing = self._is_missing(raw)
         text = np.where(missing, "nan", raw.astype(str))
         value = np.full(len(raw), np.nan)
@@ -356,25 +356,31 @@ class _Converter:
                     value[i] = float(t)
                 except ValueError:
                     bad[i] = True
-        return value, bad, missing
+        # NaN and +-inf both mean missing (documented), and are counted as such.
+        return value, bad, missing | (~bad & np.isinf(value))
 
     def _ids(self, raw):
+        # Negative ids mean missing (the reserved row 0) and are counted as missing.
         if raw.dtype.kind in "iu":
-            return raw.astype("int64"), np.zeros(len(raw), bool), np.zeros(len(raw), bool)
+            ids = raw.astype("int64")
+            return ids, np.zeros(len(raw), bool), ids < 0
         if raw.dtype.kind != "f":
             missing = self._is_missing(raw)
             text = np.where(missing, "-1", raw.astype(str))
             try:  # exact for any int64 (hashed ids exceed float64's 2**53)
-                return text.astype("int64"), np.zeros(len(raw), bool), missing
+                ids = text.astype("int64")
+                return ids, np.zeros(len(raw), bool), missing | (ids < 0)
             except (ValueError, OverflowError):
                 pass
         value, bad, missing = self._numeric(raw)
-        ok = ~(bad | missing | np.isinf(value))
+        inf = np.isinf(value)
+        missing = missing & ~inf  # inf is not a missing id but a bad one
+        ok = ~(bad | missing | inf)
         frac = np.zeros(len(value), bool)
         frac[ok] = value[ok] != np.round(value[ok])
-        bad = bad | np.isinf(value) | frac
+        bad = bad | inf | frac
         ids = np.where(ok & ~frac, value, -1).astype("int64")
-        return ids, bad, missing
+        return ids, bad, missing | (ids < 0)
 
     def _text(self, raw):
         missing = self._is_missing(raw)
@@ -426,69 +432,109 @@ class _Converter:
 
 
 def _iter_text(path, fmt, converter, report, chunk_rows, column_names, delimiter):
+    """Chunks of a CSV/TSV file with exact 1-based line numbers.
+
+    Every record's fields are counted before pandas parses the chunk: a row with more or
+    fewer fields than the header is malformed (raised, or skipped and counted with its line
+    under on_bad_rows="skip"); pandas alone pads short rows with empty cells silently.
+    """
+    sep = delimiter or ("\t" if fmt == "tsv" else ",")
+    if len(sep) != 1:
+        raise ValueError(f"`delimiter` must be one character, got delimiter={sep!r}.")
+    with _open_text(path) as fh:
+        lineno = 0
+        names = column_names
+        if names is None:
+            header = _read_record(fh)
+            if header is None or not header[0].strip("\r\n"):
+                raise DataError(f"{path}: empty file (expected a header line).")
+            lineno = header[1]
+            names = next(csv.reader([header[0].rstrip("\r\n")], delimiter=sep))
+        names = list(names)
+        converter.check_columns(names, path)
+        width = len(names)
+        lines: list[str] = []
+        where: list[str] = []
+        while True:
+            record = _read_record(fh)
+            if record is None:
+                break
+            text, used = record
+            start, lineno = lineno + 1, lineno + used
+            fields = _count_fields(text, sep)
+            if fields != width:
+                detail = f"expected {width} fields, saw {fields}" + (
+                    " (blank line)" if fields == 0 else ""
+                )
+                if converter.on_bad_rows == "raise":
+                    if lines:  # earlier rows first, so the first bad row is the one reported
+                        yield _parse_lines(lines, names, sep, converter), where
+                        lines, where = [], []
+                    raise DataError(
+                        f"{path}, line {start}: malformed row: {detail} (columns: {names})."
+                    )
+                report.rows_read += 1
+                report.skip(f"malformed row ({detail})", f"{path}, line {start}")
+                continue
+            lines.append(text if text.endswith("\n") else text + "\n")
+            where.append(f"{path}, line {start}")
+            if len(lines) >= chunk_rows:
+                yield _parse_lines(lines, names, sep, converter), where
+                lines, where = [], []
+        if lines:
+            yield _parse_lines(lines, names, sep, converter), where
+
+
+def _read_record(fh) -> tuple[str, int] | None:
+    """The next record (one line, or several when a quoted field holds newlines) and the
+    number of lines it spans; None at the end of the file."""
+    line = fh.readline()
+    if not line:
+        return None
+    used = 1
+    while line.count('"') % 2:  # an open quote: the field goes on on the next line
+        more = fh.readline()
+        if not more:
+            break
+        line += more
+        used += 1
+    return line, used
+
+
+def _count_fields(text: str, sep: str) -> int:
+    body = text.rstrip("\r\n")
+    if not body:
+        return 0
+    if '"' not in body:
+        return body.count(sep) + 1
+    return len(next(csv.reader([body], delimiter=sep)))
+
+
+def _parse_lines(lines, names, sep, converter) -> dict:
+    import io
+
     import pandas as pd
 
-    sep = delimiter or ("\t" if fmt == "tsv" else ",")
-    header = column_names is None
-    if header:
-        with _open_text(path) as fh:
-            first = fh.readline().rstrip("\r\n")
-        if not first:
-            raise DataError(f"{path}: empty file (expected a header line).")
-        names = next(csv.reader([first], delimiter=sep))
-    else:
-        names = list(column_names)
-    converter.check_columns(names, path)
-    line0 = 2 if header else 1
-    skipped_lines: list[int] = []
-
-    def on_bad(fields):
-        # Only used with on_bad_rows="skip" (python engine): count and drop the row.
-        skipped_lines.append(len(fields))
-        return None
-
-    kwargs: dict[str, Any] = dict(
+    frame = pd.read_csv(
+        io.StringIO("".join(lines)),
         sep=sep,
-        header=0 if header else None,
+        header=None,
         names=names,
         dtype=str,
         keep_default_na=False,
         na_filter=False,
         skip_blank_lines=False,
-        chunksize=chunk_rows,
         quoting=csv.QUOTE_MINIMAL,
     )
-    if converter.on_bad_rows == "skip":
-        kwargs.update(engine="python", on_bad_lines=on_bad)
-    try:
-        reader = pd.read_csv(path, **kwargs)
-        start = line0
-        for chunk in reader:
-            n = len(chunk)
-            where = [f"{path}, line {start + i}" for i in range(n)]
-            _count_malformed(skipped_lines, report, path)
-            start += n
-            yield {c: chunk[c].to_numpy() for c in converter.expected}, where
-    except pd.errors.ParserError as e:
-        detail = str(e).strip().replace("Error tokenizing data. C error: ", "")
-        raise DataError(f"{path}: malformed row: {detail} (columns: {names}).") from None
-    _count_malformed(skipped_lines, report, path)
-
-
-def _count_malformed(skipped_lines: list, report: ReadReport, path: str) -> None:
-    """Rows the CSV tokenizer dropped (wrong field count) under on_bad_rows="skip"."""
-    for fields in skipped_lines:
-        report.rows_read += 1
-        report.skip(f"malformed row ({fields} fields)", path)
-    skipped_lines.clear()
+    return {c: frame[c].to_numpy() for c in converter.expected}
 
 
 def _open_text(path):
     if path.endswith(".gz"):
         import gzip
 
-        return gzip.open(path, "rt")
-    return open(path)
+        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
+    return open(path, encoding="utf-8-sig", newline="")
 
 
 def _iter_parquet(path, converter, chunk_rows):
@@ -696,6 +742,52 @@ def read_arrays(
     return ReadResult(features, labels, report)
 
 
+def check_files(
+    paths: str | Sequence[str],
+    specs: Sequence[Feature],
+    label_columns: Sequence[str] | str = ("label",),
+    *,
+    format: str | None = None,
+    column_names: Sequence[str] | None = None,
+    delimiter: str | None = None,
+    hash_columns: Sequence[str] = (),
+    ignore_columns: Sequence[str] = (),
+    on_bad_rows: str = "raise",
+    sequence_delimiter: str = "|",
+    shard_index: int = 0,
+    num_shards: int = 1,
+    compression: str | None = None,
+    chunk_rows: int = 65536,
+) -> ReadReport:
+    """Read and check every row of the files without keeping them; returns the `ReadReport`.
+
+    The same conversion and checks as `read_arrays` (so the same `DataError`, naming file,
+    line and column), in constant memory: `rankmixer train` / `evaluate` run it over every
+    split before training, so bad data fails fast, before a model is built, instead of
+    inside a `tf.data` pipeline after an epoch.
+
+    Example:
+
+    >>> import os, tempfile
+    >>> from keras_rankmixer.features import CategoricalFeature
+    >>> path = os.path.join(tempfile.mkdtemp(), "clicks.csv")
+    >>> _ = open(path, "w").write("label,user\\n1,3\\n0,-1\\n")
+    >>> report = check_files(path, [CategoricalFeature("user", vocabulary_size=10)])
+    >>> report.rows_kept, report.missing
+    (2, {'user': 1})
+    """
+    converter = _common(
+        specs, label_columns, hash_columns, ignore_columns, on_bad_rows, sequence_delimiter
+    )
+    files = list_files(paths, shard_index, num_shards)
+    report = ReadReport()
+    for _ in _iter_chunks(
+        files, format, converter, report, chunk_rows, column_names, delimiter, compression
+    ):
+        pass
+    return report
+
+
 def _concat(parts, spec):
     if parts:
         return np.concatenate(parts)
@@ -749,7 +841,9 @@ def make_dataset(
     permuted, differently every epoch but deterministically for a given `seed` (a window
     spans files, so rows of different files mix; it holds up to `shuffle_chunks * chunk_rows`
     rows in memory). The returned dataset has a `report` attribute (a `ReadReport`,
-    cumulative over epochs) and a `files` attribute (this shard's files).
+    cumulative over epochs), a `files` attribute (this shard's files) and an `errors` list:
+    a `DataError` raised while iterating reaches the caller wrapped by tf.data as an
+    `InvalidArgumentError`, and the original is appended to `errors`.
 
     Args:
         paths, specs, label_columns, format, column_names, delimiter, hash_columns,
@@ -787,6 +881,7 @@ def make_dataset(
     )
     files = list_files(paths, shard_index, num_shards)
     report = ReadReport()
+    errors: list[DataError] = []
     epoch = [0]
 
     def permuted(window: list, rng) -> tuple[dict, dict]:
@@ -799,6 +894,16 @@ def make_dataset(
         return {k: v[perm] for k, v in feats.items()}, {k: v[perm] for k, v in labels.items()}
 
     def generate() -> Iterator:
+        # tf.data runs this in its own thread and re-raises an error as an opaque
+        # InvalidArgumentError ("... [[{{node PyFunc}}]]"); keep the DataError itself so the
+        # caller can report it (`dataset.errors`).
+        try:
+            yield from rows()
+        except DataError as e:
+            errors.append(e)
+            raise
+
+    def rows() -> Iterator:
         rng = np.random.default_rng([seed, epoch[0]])
         epoch[0] += 1
         order = list(files)
@@ -839,6 +944,7 @@ def make_dataset(
     ds = ds.rebatch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
     ds.report = report
     ds.files = files
+    ds.errors = errors
     return ds
 
 

@@ -22,6 +22,7 @@ from keras_rankmixer.data import (
     make_dataset,
     read_arrays,
 )
+from keras_rankmixer.data.readers import check_files
 from keras_rankmixer.features import CategoricalFeature, NumericFeature, SequenceFeature
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data")
@@ -298,3 +299,86 @@ def test_fit_reads_every_row_once_per_epoch_plus_the_jax_build_batch(tmp_path, b
     )
     assert result["steps"] == 8
     assert result["rows_read"] == 256 + (64 if backend == "jax" else 0)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("label,user\n1,3\n0\n", "line 3: malformed row: expected 2 fields, saw 1"),  # short
+        ("label,user\n1,3\n0,4,9\n", "line 3: malformed row: expected 2 fields, saw 3"),
+        ("label,user\n1,3\n\n1,4\n", "line 3: malformed row: expected 2 fields, saw 0 (blank"),
+        ('label,user\n1,"3\n"\n0,2,9\n', "line 4: malformed row: expected 2 fields, saw 3"),
+    ],
+)
+def test_wrong_field_count_is_malformed_with_its_line(tmp_path, text, message):
+    """Short rows are as malformed as long ones (pandas alone pads them with empty cells);
+    a quoted field spanning two lines keeps the later line numbers exact."""
+    path = write(tmp_path, "bad.csv", text)
+    with pytest.raises(DataError) as err:
+        read_arrays(path, [CategoricalFeature("user", vocabulary_size=10)])
+    assert str(err.value).startswith(f"{path}, {message}")
+
+
+def test_skip_reports_exact_lines_of_malformed_and_later_rows(tmp_path):
+    # lines:   1 header, 2 ok, 3 short, 4 long, 5 ok, 6 bad label, 7 ok, 8 short, 9 bad id
+    text = "label,user\n1,3\n0\n0,4,9\n1,5\n2,6\n0,7\n1\n0,x\n"
+    path = write(tmp_path, "bad.csv", text)
+    for chunk_rows in (1, 2, 65536):  # line numbers must not depend on the chunking
+        out = read_arrays(
+            path,
+            [CategoricalFeature("user", vocabulary_size=10)],
+            on_bad_rows="skip",
+            chunk_rows=chunk_rows,
+        )
+        assert out.features["user"].tolist() == [3, 5, 7]
+        assert out.report.rows_read == 8 and out.report.rows_kept == 3
+        lines = sorted(int(e.split(", line ")[1].split(":")[0]) for e in out.report.examples)
+        assert lines == [3, 4, 6, 8, 9], out.report.examples
+        assert out.report.skipped == {
+            "malformed row (expected 2 fields, saw 1)": 2,
+            "malformed row (expected 2 fields, saw 3)": 1,
+            "label must be 0 or 1 in column 'label'": 1,
+            "not an integer id in column 'user'": 1,
+        }
+
+
+def test_skip_keeps_twenty_examples(tmp_path):
+    text = "label,user\n" + "".join(f"2,{i % 10}\n" for i in range(30)) + "1,1\n"
+    out = read_arrays(
+        write(tmp_path, "bad.csv", text),
+        [CategoricalFeature("user", vocabulary_size=10)],
+        on_bad_rows="skip",
+    )
+    assert len(out.report.examples) == 20 and sum(out.report.skipped.values()) == 30
+    assert out.report.examples[19].endswith(", line 21: label must be 0 or 1 in column 'label'")
+
+
+def test_inf_numbers_and_negative_ids_are_counted_as_missing(tmp_path):
+    text = "label,user,price\n1,-1,inf\n0,-7,-inf\n1,3,nan\n0,4,2.5\n"
+    specs = [CategoricalFeature("user", vocabulary_size=10), NumericFeature("price")]
+    out = read_arrays(write(tmp_path, "a.csv", text), specs)
+    assert out.report.missing == {"user": 2, "price": 3}
+    assert out.features["user"].tolist() == [-1, -7, 3, 4]  # negative ids: the reserved row
+
+
+def test_check_files_reads_everything_and_keeps_nothing(tmp_path):
+    good = write(tmp_path, "good.csv", "label,user\n1,3\n0,\n")
+    spec = [CategoricalFeature("user", vocabulary_size=10)]
+    report = check_files(good, spec)
+    assert (report.rows_read, report.rows_kept, report.missing) == (2, 2, {"user": 1})
+    late = "label,user\n" + "1,3\n" * 2000 + "5,3\n"
+    with pytest.raises(DataError, match=r"late.csv, line 2002, column 'label'"):
+        check_files(write(tmp_path, "late.csv", late), spec, chunk_rows=256)
+    assert check_files(write(tmp_path, "h.csv", "label,user\n"), spec).rows_read == 0
+
+
+def test_dataset_keeps_the_data_error_that_tf_data_wraps(tmp_path):
+    import tensorflow as tf
+
+    path = write(tmp_path, "late.csv", "label,user\n" + "1,3\n" * 40 + "0,abc\n")
+    ds = make_dataset(path, [CategoricalFeature("user", vocabulary_size=10)], chunk_rows=8)
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        for _ in ds:
+            pass
+    assert len(ds.errors) == 1 and isinstance(ds.errors[0], DataError)
+    assert "late.csv, line 42, column 'user': not an integer id" in str(ds.errors[0])
