@@ -229,7 +229,7 @@ def test_interrupted_run_with_other_config_is_refused(data_dir, tmp_path):
         train_cmd.build_and_train(dict(config, learning_rate=0.5))
 
 
-def test_train_baseline_from_cli_flags_and_bad_data(data_dir, tmp_path):
+def test_train_baseline_from_cli_flags_and_bad_data(data_dir, tmp_path, capsys):
     run_dir = tmp_path / "dnn"
     argv = ["train", "--train", str(data_dir / "train.csv"), "--valid", str(data_dir / "valid.csv")]
     argv += ["--features", str(data_dir / "features.json"), "--model", "dcnv2", "--epochs", "1"]
@@ -242,12 +242,19 @@ def test_train_baseline_from_cli_flags_and_bad_data(data_dir, tmp_path):
 
     bad = tmp_path / "bad.csv"
     bad.write_text("label,user,item,price\n1,3,4,0.5\n3,1,1,0.1\n")
-    from keras_rankmixer.data import DataError
-
+    capsys.readouterr()
     argv = ["train", "--train", str(bad), "--features", str(data_dir / "features.json")]
     argv += ["--no-jit", "--epochs", "1", "--run-dir", str(tmp_path / "bad_run")]
-    with pytest.raises(DataError, match=r"bad.csv, line 3, column 'label'"):
-        cli.main(argv)
+    assert cli.main(argv) == 2  # the reader's DataError: one line on stderr, no traceback
+    err = capsys.readouterr().err
+    assert err == (
+        f"[train] error: {bad}, line 3, column 'label': label must be 0 or 1 (value '3').\n"
+    )
+    assert not (tmp_path / "bad_run").exists()  # checked before anything is written
+    assert cli.main(["--debug", *argv]) == 2  # --debug: the traceback too
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err
+    assert "keras_rankmixer.data.readers.DataError: " in err
 
 
 def test_config_file_model_kwargs_reach_build_rankmixer(data_dir, tmp_path):

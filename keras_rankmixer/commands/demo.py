@@ -8,15 +8,23 @@ import os
 
 def register(subparsers) -> None:
     demo = subparsers.add_parser(
-        "demo", help="train the tiny preset on synthetic clicks, end to end"
+        "demo",
+        help="train the tiny preset on synthetic clicks, end to end",
+        description=(
+            "Generate a synthetic click log (keras_rankmixer.data.make_click_data), train a "
+            "RankMixer preset on 80%% of it with early stopping on validation AUC, and print "
+            "validation / test AUC beside the Bayes-optimal AUC of the generator. Writes a "
+            "run directory (model.keras, history.json, curves.png, metrics.json)."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    demo.add_argument("--samples", type=int, default=200_000)
-    demo.add_argument("--epochs", type=int, default=3)
-    demo.add_argument("--batch-size", type=int, default=1024)
-    demo.add_argument("--learning-rate", type=float, default=1e-3)
-    demo.add_argument("--preset", default="tiny")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--output", default="runs/demo")
+    demo.add_argument("--samples", type=int, default=200_000, help="synthetic rows (80%% train)")
+    demo.add_argument("--epochs", type=int, default=3, help="maximum epochs (early stopping)")
+    demo.add_argument("--batch-size", type=int, default=1024, help="rows per training step")
+    demo.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate")
+    demo.add_argument("--preset", default="tiny", help="RankMixer size: tiny, small, ...")
+    demo.add_argument("--seed", type=int, default=0, help="data and initialisation seed")
+    demo.add_argument("--output", default="runs/demo", help="the run directory to write")
     demo.set_defaults(func=run)
 
 

@@ -44,25 +44,34 @@ def evaluate_run(
     from tqdm import tqdm
 
     from keras_rankmixer import runs
-    from keras_rankmixer.commands.train import check_config, load_specs
+    from keras_rankmixer.commands.train import (
+        _require_rows,
+        check_config,
+        load_specs,
+        raise_data_error,
+    )
     from keras_rankmixer.data import make_dataset
+    from keras_rankmixer.data.readers import check_files
     from keras_rankmixer.features import feature_from_config
 
+    if not os.path.exists(os.path.join(run_dir, runs.MODEL_FILE)):
+        raise FileNotFoundError(
+            f"{run_dir} holds no trained model ({runs.MODEL_FILE}); train it first "
+            "(`rankmixer train --run-dir ...`)."
+        )
     with open(os.path.join(run_dir, runs.CONFIG_FILE)) as f:
         config = check_config(json.load(f))
     with open(os.path.join(run_dir, runs.FEATURES_FILE)) as f:
         specs = [feature_from_config(c) for c in json.load(f)]
     data = data or config["test"] or config["valid"]
     if not data:
-        raise ValueError(f"{run_dir} was trained on synthetic data; pass --data files.")
+        raise ValueError(
+            f"{run_dir} was trained on synthetic data and has no test files; pass --data FILE."
+        )
     hash_columns = set(config["hash_columns"])
     if config["features"] in ("frappe", "criteo"):
         hash_columns |= set(load_specs(config)[1])
-    dataset = make_dataset(
-        data,
-        specs,
-        config["labels"],
-        batch_size=batch_size,
+    reader = dict(
         format=config["format"],
         column_names=config["column_names"],
         delimiter=config["delimiter"],
@@ -70,19 +79,28 @@ def evaluate_run(
         ignore_columns=config["ignore_columns"],
         on_bad_rows=on_bad_rows or config["on_bad_rows"],
     )
+    # Every row is checked before the model is loaded: a bad row fails fast with the
+    # reader's DataError, and files without a usable row are refused.
+    _require_rows("data", list(data), check_files(data, specs, config["labels"], **reader))
+    dataset = make_dataset(data, specs, config["labels"], batch_size=batch_size, **reader)
     model = keras.models.load_model(os.path.join(run_dir, runs.MODEL_FILE))
     if progress is None:
         progress = sys.stderr.isatty()
     labels: dict[str, list] = {}
     preds: dict[str, list] = {}
     bar = tqdm(desc="evaluate", unit=" rows", disable=not progress)
-    for x, y in dataset:
-        p = model.predict_on_batch(x)
-        for task in y:
-            labels.setdefault(task, []).append(np.asarray(y[task]).reshape(-1))
-            preds.setdefault(task, []).append(np.asarray(p[task]).reshape(-1))
-        bar.update(int(next(iter(y.values())).shape[0]))
-    bar.close()
+    try:
+        for x, y in dataset:
+            p = model.predict_on_batch(x)
+            for task in y:
+                labels.setdefault(task, []).append(np.asarray(y[task]).reshape(-1))
+                preds.setdefault(task, []).append(np.asarray(p[task]).reshape(-1))
+            bar.update(int(next(iter(y.values())).shape[0]))
+    except Exception as e:
+        raise_data_error(e, dataset)
+        raise
+    finally:
+        bar.close()
     metrics: dict = {"data": list(data), "rows": dataset.report.rows_kept}
     for task in labels:
         yl, yp = np.concatenate(labels[task]), np.concatenate(preds[task])

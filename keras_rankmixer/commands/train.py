@@ -180,8 +180,9 @@ def config_from_args(args: argparse.Namespace) -> dict:
     """DEFAULTS <- `--config` file <- flags given on the command line."""
     config = dict(DEFAULTS)
     if getattr(args, "config", None):
-        with open(args.config) as f:
-            from_file = json.load(f)
+        from_file = read_json(args.config, "config")
+        if not isinstance(from_file, dict):
+            raise ValueError(f"{args.config}: a config file is a JSON object {{key: value}}.")
         unknown = sorted(set(from_file) - set(DEFAULTS))
         if unknown:
             raise ValueError(f"{args.config}: unknown config key(s) {unknown}.")
@@ -228,16 +229,31 @@ def load_specs(config: dict) -> tuple[list, list[str]]:
         return frappe_features(), []
     if spec == "criteo":
         return criteo_features()
-    with open(spec) as f:
-        data = json.load(f)
+    data = read_json(spec, "feature spec")
     if isinstance(data, dict):
         data = data.get("features", data)
+    if not isinstance(data, list):
+        raise ValueError(f"{spec}: expected a JSON list of feature specs.")
     return [feature_from_config(c) for c in data], []
+
+
+def read_json(path: str, what: str) -> Any:
+    """`json.load` of a user's file, with an error naming the file and the position."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} file not found: {path}")
+    with open(path) as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(
+                f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})."
+            ) from None
 
 
 def load_data(config: dict) -> dict:
     """Specs and splits: {"specs", "train", "valid", "test", "report"}; arrays or datasets."""
     from keras_rankmixer.data import adapt_vocabularies, make_click_data, make_dataset, read_arrays
+    from keras_rankmixer.data.readers import check_files
     from keras_rankmixer.features import adapt_features
 
     if not config["train"]:
@@ -250,6 +266,7 @@ def load_data(config: dict) -> dict:
             "valid": (valid.features, valid.labels),
             "test": (test.features, test.labels),
             "oracle": {"valid": valid, "test": test},
+            "rows": {"train": len(train.labels["click"])},
         }
     specs, hash_columns = load_specs(config)
     hash_columns = sorted(set(hash_columns) | set(config["hash_columns"]))
@@ -262,17 +279,36 @@ def load_data(config: dict) -> dict:
         on_bad_rows=config["on_bad_rows"],
     )
     needs_stats = config["adapt_vocabulary"] or any(f.kind == "numeric" for f in specs)
+    checked: dict[str, Any] = {}
     if needs_stats:
         # Statistics from ALL training files, on every process: with per-shard statistics the
         # processes of a multi-host run would build different models (normalisation, vocab).
         sample = read_arrays(config["train"], specs, config["labels"], **reader)
+        _require_rows("train", config["train"], sample.report)
+        checked["train"] = sample.report
         specs = (
             adapt_vocabularies(specs, sample.features)
             if config["adapt_vocabulary"]
             else adapt_features(specs, sample.features)
         )
         del sample
-    out = {"specs": specs}
+    # Every row of every split is read and checked once before a model is built: bad data
+    # fails here with the reader's DataError (file, line, column), not inside tf.data after
+    # an epoch, and empty splits are refused instead of trained / validated on.
+    for split in ("train", "valid", "test"):
+        if config[split] and split not in checked:
+            shard = split == "train"
+            report = check_files(
+                config[split],
+                specs,
+                config["labels"],
+                shard_index=config["shard_index"] if shard else 0,
+                num_shards=config["num_shards"] if shard else 1,
+                **reader,
+            )
+            _require_rows(split, config[split], report)
+            checked[split] = report
+    out = {"specs": specs, "rows": {k: v.rows_kept for k, v in checked.items()}}
     for split in ("train", "valid", "test"):
         if config[split]:
             out[split] = make_dataset(
@@ -288,6 +324,39 @@ def load_data(config: dict) -> dict:
                 **reader,
             )
     return out
+
+
+def _require_rows(split: str, files: list[str], report) -> None:
+    """A split without one usable row is an error (training on nothing, AUC of nothing)."""
+    if report.rows_kept == 0:
+        from keras_rankmixer.data import DataError
+
+        skipped = sum(report.skipped.values())
+        raise DataError(
+            f"--{split} {', '.join(files)}: no data rows to use ({report.rows_read} read"
+            + (f", {skipped} skipped as bad" if skipped else "")
+            + "); a header-only or empty split cannot be "
+            + ("trained on." if split == "train" else "evaluated.")
+        )
+
+
+def _warn_few_steps(config: dict, rows: int | None) -> None:
+    """Warn when the batch is so large that an epoch is a handful of steps."""
+    if not rows:
+        return
+    steps = -(-rows // config["batch_size"])
+    if steps < 10:
+        suggest = max(16, 1 << max(4, (rows // 20).bit_length() - 1))
+        print(
+            f"[train] warning: --batch-size {config['batch_size']} gives {steps} step(s) per "
+            f"epoch on {rows:,} training rows, too few to learn from; try --batch-size "
+            f"{suggest}.",
+            file=sys.stderr,
+        )
+
+
+def _config_changes(saved: dict, config: dict, ignore: tuple[str, ...]) -> list[str]:
+    return sorted(k for k in DEFAULTS if k not in ignore and saved.get(k) != config[k])
 
 
 def build_model(config: dict, specs: list):
@@ -338,6 +407,15 @@ def build_and_train(config: dict, scope=None, extra_callbacks=()) -> dict:
     config_path = os.path.join(run_dir, runs.CONFIG_FILE)
     backup = os.path.join(run_dir, runs.BACKUP_DIR)
     if os.path.exists(metrics_path) and not config["overwrite"]:
+        changed = []
+        if os.path.exists(config_path):
+            with open(config_path) as f:
+                changed = _config_changes(json.load(f), config, ("verbose", "overwrite"))
+        if changed:
+            raise ValueError(
+                f"{run_dir} holds a finished run with a different config ({changed}); "
+                "use another --run-dir, or --overwrite to retrain."
+            )
         print(
             f"[train] {run_dir} holds a finished run ({metrics_path}); pass --overwrite to retrain."
         )
@@ -347,16 +425,16 @@ def build_and_train(config: dict, scope=None, extra_callbacks=()) -> dict:
     if os.path.exists(config_path) and resuming:
         with open(config_path) as f:
             saved = json.load(f)
-        changed = sorted(
-            k
-            for k in DEFAULTS
-            if k not in ("verbose", "overwrite", "epochs") and saved.get(k) != config[k]
-        )
+        changed = _config_changes(saved, config, ("verbose", "overwrite", "epochs"))
         if changed:
             raise ValueError(
                 f"{run_dir} holds an interrupted run with a different config ({changed}); "
                 "use another --run-dir or --overwrite."
             )
+    # Data first: a bad or empty file fails before anything is written or removed.
+    data = load_data(config)
+    specs = data["specs"]
+    _warn_few_steps(config, data["rows"].get("train"))
     if config["overwrite"]:
         import shutil
 
@@ -368,8 +446,6 @@ def build_and_train(config: dict, scope=None, extra_callbacks=()) -> dict:
                 os.remove(path)
     os.makedirs(run_dir, exist_ok=True)
     keras.utils.set_random_seed(config["seed"])
-    data = load_data(config)
-    specs = data["specs"]
     runs.write_json(config_path, config)
     runs.write_json(
         os.path.join(run_dir, runs.FEATURES_FILE), [feature_to_config(f) for f in specs]
@@ -424,7 +500,11 @@ def build_and_train(config: dict, scope=None, extra_callbacks=()) -> dict:
     else:
         fit_kwargs = {"x": train}
     start = time.time()
-    model.fit(epochs=config["epochs"], callbacks=callbacks, verbose=verbose, **fit_kwargs)
+    try:
+        model.fit(epochs=config["epochs"], callbacks=callbacks, verbose=verbose, **fit_kwargs)
+    except Exception as e:
+        raise_data_error(e, data.get("train"), data.get("valid"))
+        raise
     seconds = time.time() - start
 
     history = runs.load_history(os.path.join(run_dir, runs.HISTORY_FILE))
@@ -450,7 +530,12 @@ def build_and_train(config: dict, scope=None, extra_callbacks=()) -> dict:
         metrics["valid_logloss"] = best["val_logloss_exact"]
     for split in ("test",):
         if data.get(split) is not None:
-            for k, v in runs.evaluate_exact(model, data[split]).items():
+            try:
+                exact = runs.evaluate_exact(model, data[split])
+            except Exception as e:
+                raise_data_error(e, data[split])
+                raise
+            for k, v in exact.items():
                 metrics[f"{split}_{k}"] = v
     if "oracle" in data:
         for split, part in data["oracle"].items():
@@ -460,7 +545,7 @@ def build_and_train(config: dict, scope=None, extra_callbacks=()) -> dict:
     for split in ("train", "valid", "test"):
         report = getattr(data.get(split), "report", None)
         if report is not None:
-            metrics[f"{split}_data"] = report.to_dict() | {"examples": report.examples[:5]}
+            metrics[f"{split}_data"] = report.to_dict()  # with the first 20 examples
     metrics["model_path"] = os.path.join(run_dir, runs.MODEL_FILE)
     runs.write_json(metrics_path, metrics)
     if history:
@@ -472,6 +557,19 @@ def build_and_train(config: dict, scope=None, extra_callbacks=()) -> dict:
     }
     print(f"[train] done: {json.dumps(shown)}")
     return metrics
+
+
+def raise_data_error(error: BaseException, *datasets) -> None:
+    """Re-raise the reader's `DataError` that tf.data wrapped into `error`, if there is one.
+
+    A `make_dataset` generator that hits bad data raises inside tf.data's thread; Keras then
+    sees an `InvalidArgumentError` ending in `[[{{node PyFunc}}]]`. The dataset keeps the
+    original (`dataset.errors`): that is what the user needs to read.
+    """
+    for ds in datasets:
+        errors = getattr(ds, "errors", None)
+        if errors:
+            raise errors[0] from None
 
 
 def run(args: argparse.Namespace) -> int:
