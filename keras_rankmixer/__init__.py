@@ -4,7 +4,10 @@ Public API:
 
 - `keras_rankmixer.layers`: `FeatureTokenizer`, `TokenMixing`, `PerTokenFFN`,
   `RankMixerBlock` (and the feature embedding layers).
-- `build_rankmixer`, `build_from_preset`, `PRESETS`: the functional model.
+- `Backbone` (raw features -> representation; `RankMixerBackbone`, `DNNBackbone`,
+  `DCNv2Backbone`, a registry: `register_backbone`, `get_backbone_class`, `backbone_names`)
+  and the `Ranker` task (one tower per task, default `compile()`); `model_features`.
+- `build_rankmixer`, `build_from_preset`, `PRESETS`, `BACKBONE_PRESETS`: builders and presets.
 - `CategoricalFeature`, `SequenceFeature`, `NumericFeature`: feature specs.
 - `count_model`, `count_config`: parameter and FLOP counters.
 - `export_saved_model`: SavedModel for TF Serving (`keras_rankmixer.export`; clients in
@@ -22,12 +25,37 @@ from keras_rankmixer.features import (
     validate_features,
 )
 from keras_rankmixer.flops import count_config, count_model, eq12
-from keras_rankmixer.models import PRESETS, build_from_preset, build_rankmixer, get_preset
+from keras_rankmixer.models import (
+    BACKBONE_PRESETS,
+    PRESETS,
+    Backbone,
+    DCNv2Backbone,
+    DNNBackbone,
+    Ranker,
+    RankMixerBackbone,
+    backbone_names,
+    build_from_preset,
+    build_rankmixer,
+    get_backbone_class,
+    get_preset,
+    model_features,
+    register_backbone,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BACKBONE_PRESETS",
     "PRESETS",
+    "Backbone",
+    "DCNv2Backbone",
+    "DNNBackbone",
+    "RankMixerBackbone",
+    "Ranker",
+    "backbone_names",
+    "get_backbone_class",
+    "model_features",
+    "register_backbone",
     "CategoricalFeature",
     "FeatureError",
     "NumericFeature",

@@ -20,12 +20,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import keras
-import keras_rs
 
-from keras_rankmixer.features import Feature, build_inputs, check_features, embed_groups
-from keras_rankmixer.layers._checks import check_rate
-from keras_rankmixer.layers.categorical_embedding import CategoricalEmbedding
-from keras_rankmixer.models.rankmixer import _check_tasks, add_task_towers, build_rankmixer
+from keras_rankmixer.features import Feature
+from keras_rankmixer.models.backbone import Backbone, set_embedding_regularizer
+from keras_rankmixer.models.dcnv2_backbone import DCNv2Backbone
+from keras_rankmixer.models.dnn_backbone import DNNBackbone
+from keras_rankmixer.models.ranker import Ranker, check_tasks
+from keras_rankmixer.models.rankmixer import build_rankmixer
+from keras_rankmixer.types import DTypeLike
 
 #: RankMixer ablations (paper Table 2) as `build_rankmixer` keyword overrides.
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -40,40 +42,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
 MODEL_NAMES: tuple[str, ...] = ("dnn", "dcnv2", *VARIANTS)
 
 
-def _check_units(name: str, units: Sequence[int]) -> tuple[int, ...]:
-    units = tuple(units)
-    if not all(isinstance(u, int) and u > 0 for u in units):
-        raise ValueError(f"`{name}` must be a sequence of positive ints, got {name}={units!r}.")
-    return units
-
-
-def _mlp(x, units: Sequence[int], dropout: float, batch_norm: bool, prefix: str, dtype):
-    for i, width in enumerate(units):
-        x = keras.layers.Dense(width, dtype=dtype, name=f"{prefix}_dense_{i}")(x)
-        if batch_norm:
-            # momentum 0.9 = PyTorch's default (FuxiCTR/BARS baselines); Keras' 0.99 lags
-            # for the ~50 steps per epoch of small benchmarks.
-            x = keras.layers.BatchNormalization(momentum=0.9, dtype=dtype, name=f"{prefix}_bn_{i}")(
-                x
-            )
-        x = keras.layers.Activation("relu", dtype=dtype, name=f"{prefix}_relu_{i}")(x)
-        if dropout:
-            x = keras.layers.Dropout(dropout, dtype=dtype, name=f"{prefix}_dropout_{i}")(x)
-    return x
-
-
-def _front_end(features: Sequence[Feature], dtype):
-    features = check_features(features)
-    inputs = build_inputs(features)
-    groups = embed_groups(inputs, features, dtype=dtype)
-    x = (
-        groups[0]
-        if len(groups) == 1
-        else keras.layers.Concatenate(dtype=dtype, name="embeddings")(groups)
-    )
-    return inputs, x
-
-
 def build_dnn(
     features: Sequence[Feature],
     tasks: Sequence[str] | str = ("click",),
@@ -82,9 +50,9 @@ def build_dnn(
     dropout: float = 0.0,
     batch_norm: bool = False,
     tower_units: Sequence[int] = (),
-    dtype=None,
+    dtype: DTypeLike = None,
     name: str = "dnn",
-) -> keras.Model:
+) -> Ranker:
     """The DNN (MLP) baseline: concatenated feature embeddings -> ReLU MLP -> task towers.
 
     Args:
@@ -98,7 +66,8 @@ def build_dnn(
         name: Model name.
 
     Returns:
-        A functional `keras.Model` with dict inputs and dict outputs `{task: (batch, 1)}`.
+        A `Ranker` (dict inputs, dict outputs `{task: (batch, 1)}`) on a backbone named
+        `{name}_backbone`.
 
     Example:
 
@@ -109,12 +78,16 @@ def build_dnn(
     >>> sorted(model.output_names)
     ['click']
     """
-    tasks = _check_tasks(tasks)
-    hidden_units = _check_units("hidden_units", hidden_units)
-    check_rate("dropout", dropout)
-    inputs, x = _front_end(features, dtype)
-    x = _mlp(x, hidden_units, dropout, batch_norm, "mlp", dtype)
-    return keras.Model(inputs, add_task_towers(x, tasks, tower_units, dtype=dtype), name=name)
+    tasks = check_tasks(tasks)
+    backbone = DNNBackbone(
+        features,
+        hidden_units,
+        dropout=dropout,
+        batch_norm=batch_norm,
+        dtype=dtype,
+        name=f"{name}_backbone",
+    )
+    return Ranker(backbone, tasks=tasks, tower_units=tower_units, name=name)
 
 
 def build_dcnv2(
@@ -128,9 +101,9 @@ def build_dcnv2(
     dropout: float = 0.0,
     batch_norm: bool = False,
     tower_units: Sequence[int] = (),
-    dtype=None,
+    dtype: DTypeLike = None,
     name: str = "dcnv2",
-) -> keras.Model:
+) -> Ranker:
     """DCN-V2: a stack of `keras_rs.layers.FeatureCross` layers beside (or before) an MLP.
 
     Each cross layer computes `x_{l+1} = x_0 * (W x_l + b) + x_l` (full-rank `W`, or low-rank
@@ -152,7 +125,8 @@ def build_dcnv2(
         name: Model name.
 
     Returns:
-        A functional `keras.Model` with dict inputs and dict outputs `{task: (batch, 1)}`.
+        A `Ranker` (dict inputs, dict outputs `{task: (batch, 1)}`) on a backbone named
+        `{name}_backbone`.
 
     Example:
 
@@ -160,42 +134,26 @@ def build_dcnv2(
     >>> feats = [CategoricalFeature("user", vocabulary_size=10, embedding_dim=4),
     ...          CategoricalFeature("item", vocabulary_size=20, embedding_dim=4)]
     >>> model = build_dcnv2(feats, num_cross_layers=2, hidden_units=(8,))
-    >>> len([l for l in model.layers if l.name.startswith("cross_") and "deep" not in l.name])
+    >>> len([l for l in model.backbone.layers if l.name.startswith("cross_") and "deep" not in l.name])
     2
 
     References:
         Wang et al., "DCN V2: Improved Deep & Cross Network and Practical Lessons for
         Web-scale Learning to Rank Systems", WWW 2021, arXiv:2008.13535.
     """
-    tasks = _check_tasks(tasks)
-    hidden_units = _check_units("hidden_units", hidden_units)
-    check_rate("dropout", dropout)
-    if not isinstance(num_cross_layers, int) or num_cross_layers < 1:
-        raise ValueError(
-            f"`num_cross_layers` must be a positive int, got num_cross_layers={num_cross_layers!r}."
-        )
-    if structure not in ("parallel", "stacked"):
-        raise ValueError(f"`structure` must be 'parallel' or 'stacked', got {structure!r}.")
-    if projection_dim is not None and (not isinstance(projection_dim, int) or projection_dim < 1):
-        raise ValueError(
-            f"`projection_dim` must be None or a positive int, got projection_dim={projection_dim!r}."
-        )
-    inputs, x0 = _front_end(features, dtype)
-    cross = x0
-    for i in range(num_cross_layers):
-        cross = keras_rs.layers.FeatureCross(
-            projection_dim=projection_dim, dtype=dtype, name=f"cross_{i}"
-        )(x0, cross)
-    if structure == "stacked":
-        out = _mlp(cross, hidden_units, dropout, batch_norm, "mlp", dtype)
-    else:
-        deep = _mlp(x0, hidden_units, dropout, batch_norm, "mlp", dtype)
-        out = (
-            keras.layers.Concatenate(dtype=dtype, name="cross_and_deep")([cross, deep])
-            if hidden_units
-            else cross
-        )
-    return keras.Model(inputs, add_task_towers(out, tasks, tower_units, dtype=dtype), name=name)
+    tasks = check_tasks(tasks)
+    backbone = DCNv2Backbone(
+        features,
+        num_cross_layers,
+        projection_dim,
+        hidden_units,
+        structure,
+        dropout=dropout,
+        batch_norm=batch_norm,
+        dtype=dtype,
+        name=f"{name}_backbone",
+    )
+    return Ranker(backbone, tasks=tasks, tower_units=tower_units, name=name)
 
 
 def build_model(
@@ -234,7 +192,8 @@ def set_embedding_l2(model: keras.Model, l2: float) -> keras.Model:
     """Put an L2 penalty `l2 * sum(w**2)` on every embedding table of `model` (in place).
 
     The penalty is attached to the table variables (so it is part of the training loss) and
-    to the layers' configs (so it survives `model.save` / `keras.models.load_model`).
+    to the layers' configs and every backbone's `embedding_l2` (so it survives `model.save` /
+    `keras.models.load_model`).
     `l2=0` removes it.
 
     Example:
@@ -244,12 +203,8 @@ def set_embedding_l2(model: keras.Model, l2: float) -> keras.Model:
     >>> len(set_embedding_l2(m, 0.01).losses)
     1
     """
-    if not l2 >= 0:
-        raise ValueError(f"`l2` must be >= 0, got l2={l2!r}.")
-    regularizer = keras.regularizers.L2(l2) if l2 else None
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, CategoricalEmbedding):
-            layer.embeddings_regularizer = regularizer
-            layer.embedding.embeddings_regularizer = regularizer
-            layer.embedding.embeddings.regularizer = regularizer
+    set_embedding_regularizer(model, l2)
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        if isinstance(layer, Backbone):
+            layer.embedding_l2 = l2  # in the backbone's config: survives saving
     return model

@@ -1,43 +1,177 @@
-"""Named RankMixer configurations (plain dicts, not code).
+"""Named backbone configurations, as data: backbone name + config + description + counts.
 
-Dense (block) parameters follow Eq. 12, `2 * L * T * D * H_ffn` (plus biases and LayerNorms);
-`H_ffn` is chosen as a multiple of 128 (tensor-core friendly) that brings the dense count
-within 10% of the paper's figures:
+Each `BackbonePreset` names a registered backbone (`models.backbone.get_backbone_class`),
+the constructor arguments of its size (everything but the feature specs), a one-line
+description, and the parameter and FLOP counts of its blocks, stated here and checked
+against `keras_rankmixer.flops.count_config` by the tests (`tests/models/test_presets.py`).
+The README's preset table is `preset_table()` verbatim (also tested).
 
-| preset | T | D | L | H_ffn (k) | block params | paper |
-|---|---|---|---|---|---|---|
-| tiny | 4 | 32 | 2 | 64 (k=2) | ~17K | - |
-| small | 16 | 192 | 2 | 768 (k=4) | ~9.5M | - |
-| rankmixer_100m | 16 | 768 | 2 | 2176 (k=2.83) | ~107.1M | 107M |
-| rankmixer_1b | 32 | 1536 | 2 | 5632 (k=3.67) | ~1.108B | 1.1B |
+Block parameters follow Eq. 12, `2 * L * T * D * H_ffn`, plus the FFN biases and the two
+LayerNorms per block; the tokenizer and towers depend on the features and tasks and are not
+included. `H_ffn` is chosen as a multiple of 128 (tensor-core friendly) that brings the block
+count within 10% of the paper's figures. Head width D/T is 48 in both published configs, as
+in the paper.
 
-Head width D/T is 48 in both published configs, as in the paper.
+`PRESETS` (`{name: config}`) and `get_preset(name)` (a copy of the config) are the plain-dict
+view that `build_rankmixer(**get_preset(name))` and `count_config` callers use.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import types
+from collections.abc import Mapping
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class BackbonePreset:
+    """One named configuration of a registered backbone.
+
+    Attributes:
+        name: Preset name.
+        backbone: Registry name of the backbone class (`register_backbone`).
+        config: Constructor arguments other than `features`.
+        description: One line for tables and `--help`.
+        block_params: Parameters of the blocks (Eq. 12 plus biases and LayerNorms).
+        block_flops_per_sample: Forward matmul FLOPs of the blocks per example.
+        paper_params: The paper's dense-parameter figure for this size, if it has one.
+    """
+
+    name: str
+    backbone: str
+    config: Mapping[str, Any]
+    description: str
+    block_params: int
+    block_flops_per_sample: int
+    paper_params: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "config", types.MappingProxyType(dict(self.config)))
+
+
+BACKBONE_PRESETS: dict[str, BackbonePreset] = {
+    p.name: p
+    for p in (
+        BackbonePreset(
+            name="tiny",
+            backbone="rankmixer",
+            config={"num_tokens": 4, "token_dim": 32, "num_layers": 2, "hidden_ratio": 2},
+            description="Tests, demos and CPU runs.",
+            block_params=33_792,
+            block_flops_per_sample=65_536,
+        ),
+        BackbonePreset(
+            name="small",
+            backbone="rankmixer",
+            config={"num_tokens": 16, "token_dim": 192, "num_layers": 2, "hidden_ratio": 4},
+            description="A single-GPU model for public datasets.",
+            block_params=9_469_440,
+            block_flops_per_sample=18_874_368,
+        ),
+        BackbonePreset(
+            name="rankmixer_100m",
+            backbone="rankmixer",
+            config={
+                "num_tokens": 16,
+                "token_dim": 768,
+                "num_layers": 2,
+                "hidden_ratio": 2176 / 768,
+                "hidden_dim": 2176,
+            },
+            description="The paper's RankMixer-100M.",
+            block_params=107_055_104,
+            block_flops_per_sample=213_909_504,
+            paper_params=107e6,
+        ),
+        BackbonePreset(
+            name="rankmixer_1b",
+            backbone="rankmixer",
+            config={
+                "num_tokens": 32,
+                "token_dim": 1536,
+                "num_layers": 2,
+                "hidden_ratio": 5632 / 1536,
+                "hidden_dim": 5632,
+            },
+            description="The paper's RankMixer-1B.",
+            block_params=1_107_767_296,
+            block_flops_per_sample=2_214_592_512,
+            paper_params=1.1e9,
+        ),
+    )
+}
+
+#: `{name: config}` of the RankMixer presets (the plain-dict view; a copy of the data).
 PRESETS: dict[str, dict] = {
-    "tiny": {"num_tokens": 4, "token_dim": 32, "num_layers": 2, "hidden_ratio": 2},
-    "small": {"num_tokens": 16, "token_dim": 192, "num_layers": 2, "hidden_ratio": 4},
-    "rankmixer_100m": {
-        "num_tokens": 16,
-        "token_dim": 768,
-        "num_layers": 2,
-        "hidden_ratio": 2176 / 768,
-        "hidden_dim": 2176,
-    },
-    "rankmixer_1b": {
-        "num_tokens": 32,
-        "token_dim": 1536,
-        "num_layers": 2,
-        "hidden_ratio": 5632 / 1536,
-        "hidden_dim": 5632,
-    },
+    name: dict(p.config) for name, p in BACKBONE_PRESETS.items() if p.backbone == "rankmixer"
 }
 
 
+def preset_names(backbone: str | None = None) -> list[str]:
+    """Preset names, sorted; only those of one registered backbone if `backbone` is given.
+
+    Example:
+
+    >>> preset_names("rankmixer")
+    ['rankmixer_100m', 'rankmixer_1b', 'small', 'tiny']
+    """
+    return sorted(n for n, p in BACKBONE_PRESETS.items() if backbone in (None, p.backbone))
+
+
+def get_backbone_preset(name: str) -> BackbonePreset:
+    """The `BackbonePreset` named `name`; `ValueError` listing the presets if unknown."""
+    if name not in BACKBONE_PRESETS:
+        raise ValueError(f"unknown preset {name!r}; available: {preset_names()}.")
+    return BACKBONE_PRESETS[name]
+
+
 def get_preset(name: str) -> dict:
-    """A copy of the preset's config dict; `ValueError` listing the presets if unknown."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; available: {sorted(PRESETS)}.")
-    return dict(PRESETS[name])
+    """A copy of the preset's config dict; `ValueError` listing the presets if unknown.
+
+    Example:
+
+    >>> get_preset("tiny")
+    {'num_tokens': 4, 'token_dim': 32, 'num_layers': 2, 'hidden_ratio': 2}
+    """
+    return dict(get_backbone_preset(name).config)
+
+
+def _human(n: float) -> str:
+    """17_000 -> '17K', 9_469_440 -> '9.5M', 107_055_104 -> '107.1M', 1.1e9 -> '1.1B'."""
+    for scale, suffix, digits in ((1e9, "B", 3), (1e6, "M", 1), (1e3, "K", 1)):
+        if n >= scale:
+            text = f"{n / scale:.{digits}f}".rstrip("0").rstrip(".")
+            return text + suffix
+    return str(int(n))
+
+
+def preset_table() -> str:
+    """The Markdown table of the presets (the README holds it verbatim).
+
+    Example:
+
+    >>> print(preset_table().splitlines()[2])
+    | `tiny` | rankmixer | 4 | 32 | 2 | 64 (2) | 33.8K | 65.5K | Tests, demos and CPU runs. |
+    """
+    from keras_rankmixer.layers.per_token_ffn import resolve_hidden_dim
+
+    rows = [
+        "| preset | backbone | T | D | L | FFN hidden (k) | block params | block FLOPs/example "
+        "| description |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    order = sorted(BACKBONE_PRESETS.values(), key=lambda p: (p.backbone, p.block_params))
+    for p in order:
+        c = p.config
+        hidden = resolve_hidden_dim(c["token_dim"], c.get("hidden_ratio", 4), c.get("hidden_dim"))
+        ratio = f"{hidden / c['token_dim']:.2f}".rstrip("0").rstrip(".")
+        params = _human(p.block_params)
+        if p.paper_params:
+            params += f" (paper: {_human(p.paper_params)})"
+        rows.append(
+            f"| `{p.name}` | {p.backbone} | {c['num_tokens']} | {c['token_dim']} | "
+            f"{c['num_layers']} | {hidden} ({ratio}) | {params} | "
+            f"{_human(p.block_flops_per_sample)} | {p.description} |"
+        )
+    return "\n".join(rows)

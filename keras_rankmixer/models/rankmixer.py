@@ -1,64 +1,20 @@
-"""`build_rankmixer`: raw features -> tokens -> RankMixer blocks -> one tower per task."""
+"""`build_rankmixer`: a `Ranker` on a `RankMixerBackbone` from one flat list of arguments."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import keras
 
-from keras_rankmixer.features import Feature, build_inputs, check_features, embed_groups
-from keras_rankmixer.layers._checks import check_rate
-from keras_rankmixer.layers.activations import get_activation
-from keras_rankmixer.layers.feature_tokenizer import FeatureTokenizer
-from keras_rankmixer.layers.rankmixer_block import RankMixerBlock
-from keras_rankmixer.layers.sparse_moe import SparseMoE
+from keras_rankmixer.features import Feature
 from keras_rankmixer.models.presets import get_preset
+from keras_rankmixer.models.ranker import Ranker, add_task_towers, check_tasks
+from keras_rankmixer.models.rankmixer_backbone import POOLINGS, RankMixerBackbone
+from keras_rankmixer.types import ActivationLike, DTypeLike
 
-
-def _check_tasks(tasks) -> list[str]:
-    tasks = [tasks] if isinstance(tasks, str) else list(tasks)
-    if not tasks or len(set(tasks)) != len(tasks) or not all(isinstance(t, str) for t in tasks):
-        raise ValueError(f"`tasks` must be a non-empty list of unique names, got {tasks!r}.")
-    return tasks
-
-
-def add_task_towers(
-    pooled: keras.KerasTensor,
-    tasks: Sequence[str],
-    tower_units: Sequence[int] = (64,),
-    dtype=None,
-    *,
-    dropout: float = 0.0,
-    batch_norm: bool = False,
-    activation: str | Callable = "gelu",
-) -> dict[str, keras.KerasTensor]:
-    """One MLP tower per task ending in a float32 sigmoid; outputs are named after the task.
-
-    Each hidden layer is `Dense -> [BatchNormalization] -> activation -> [Dropout]`; with the
-    defaults (GELU, no batch norm, no dropout) it is a single `Dense(activation="gelu")` named
-    `{task}_tower_{i}`.
-    """
-    check_rate("dropout", dropout)
-    activation = get_activation(activation)
-    outputs = {}
-    for task in _check_tasks(tasks):
-        h = pooled
-        for i, units in enumerate(tower_units):
-            name = f"{task}_tower_{i}"
-            if batch_norm:
-                h = keras.layers.Dense(units, dtype=dtype, name=name)(h)
-                # momentum 0.9 as in the baselines' MLP (`models.baselines`)
-                h = keras.layers.BatchNormalization(momentum=0.9, dtype=dtype, name=f"{name}_bn")(h)
-                h = keras.layers.Activation(activation, dtype=dtype, name=f"{name}_activation")(h)
-            else:
-                h = keras.layers.Dense(units, activation=activation, dtype=dtype, name=name)(h)
-            if dropout:
-                h = keras.layers.Dropout(dropout, dtype=dtype, name=f"{name}_dropout")(h)
-        outputs[task] = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name=task)(h)
-    return outputs
-
-
-POOLINGS = ("mean", "flatten")
+# Kept for callers of the old module-level names.
+_check_tasks = check_tasks
+__all__ = ["POOLINGS", "add_task_towers", "build_from_preset", "build_rankmixer"]
 
 
 def build_rankmixer(
@@ -67,16 +23,16 @@ def build_rankmixer(
     token_dim: int,
     num_layers: int,
     hidden_ratio: float = 4,
-    tasks: Sequence[str] | str = ("click",),
+    tasks: Sequence[str] | str | Mapping[str, Mapping | None] = ("click",),
     *,
     hidden_dim: int | None = None,
     num_heads: int | None = None,
     dropout: float = 0.0,
-    activation: str | Callable = "gelu",
+    activation: ActivationLike = "gelu",
     tower_units: Sequence[int] = (64,),
     tower_dropout: float = 0.0,
     tower_batch_norm: bool = False,
-    tower_activation: str | Callable = "gelu",
+    tower_activation: ActivationLike = "gelu",
     shared_projection: bool = False,
     use_token_mixing: bool = True,
     use_residual: bool = True,
@@ -85,11 +41,13 @@ def build_rankmixer(
     ffn_factory: Callable[[int], keras.layers.Layer] | None = None,
     moe: dict | None = None,
     pooling: str = "mean",
-    dtype=None,
+    dtype: DTypeLike = None,
     name: str = "rankmixer",
-) -> keras.Model:
-    """Build RankMixer as a functional `keras.Model` from raw named features.
+) -> Ranker:
+    """Build RankMixer from raw named features: `Ranker(RankMixerBackbone(...), ...)`.
 
+    One flat list of arguments for both parts: the backbone ones go to `RankMixerBackbone`
+    (named `{name}_backbone`), the `tasks` and `tower_*` ones to the `Ranker` (named `name`).
     Inputs are a dict of raw features (one `keras.Input` per spec, named after it); outputs
     a dict `{task: probability (batch, 1) float32}`. Data flow: feature front-end (lookup,
     normalise, embed, pool) -> `FeatureTokenizer` (Eq. 2) -> `num_layers` x `RankMixerBlock`
@@ -102,7 +60,8 @@ def build_rankmixer(
         num_layers: Number of RankMixer blocks L. 0 feeds the tokenizer's output straight
             to the pooling and towers: an ablation that measures what the blocks add.
         hidden_ratio: Per-token FFN hidden ratio k.
-        tasks: Task names; one tower and one output each (e.g. `("finish", "skip", "like")`).
+        tasks: Task names; one tower and one output each (e.g. `("finish", "skip", "like")`),
+            or a dict `{name: {"loss_weight": w}}` (see `Ranker`).
         hidden_dim: Explicit FFN hidden width (overrides `hidden_ratio`).
         num_heads: Token-mixing heads (must equal T; None means T).
         dropout: Dropout on each block's FFN output.
@@ -131,7 +90,8 @@ def build_rankmixer(
         name: Model name.
 
     Returns:
-        A functional `keras.Model`.
+        A `Ranker` (a functional `keras.Model`); `get_layer` finds the backbone's layers
+        too (`"tokenizer"`, `"block_0"`, `"mean_pool"`, `"embed_{feature}"`).
 
     Example:
 
@@ -147,66 +107,45 @@ def build_rankmixer(
         Zhu et al., "RankMixer: Scaling Up Ranking Models in Industrial Recommenders",
         arXiv:2507.15551.
     """
-    features = check_features(features)
-    tasks = _check_tasks(tasks)
-    if pooling not in POOLINGS:
-        raise ValueError(f"`pooling` must be one of {POOLINGS}, got pooling={pooling!r}.")
-    if not isinstance(num_layers, int) or isinstance(num_layers, bool) or num_layers < 0:
-        raise ValueError(f"`num_layers` must be a non-negative int, got num_layers={num_layers!r}.")
-    check_rate("tower_dropout", tower_dropout)
-    tower_activation = get_activation(tower_activation, "tower_activation")
-    if num_layers == 0 and (moe is not None or ffn_factory is not None):
-        raise ValueError("`moe` and `ffn_factory` set the blocks' FFN; they need num_layers >= 1.")
-    if moe is not None:
-        if ffn_factory is not None:
-            raise ValueError("Give at most one of `moe` and `ffn_factory`, got both.")
-        if not isinstance(moe, dict):
-            raise ValueError(f"`moe` must be a dict of SparseMoE arguments, got moe={moe!r}.")
-        moe_config = dict(moe)
-
-        def ffn_factory(index: int) -> keras.layers.Layer:
-            return SparseMoE(**moe_config, dtype=dtype, name="moe")
-
-    inputs = build_inputs(features)
-    groups = embed_groups(inputs, features, dtype=dtype)
-    x = FeatureTokenizer(
-        num_tokens, token_dim, shared_projection=shared_projection, dtype=dtype, name="tokenizer"
-    )(groups)
-    for i in range(num_layers):
-        x = RankMixerBlock(
-            hidden_ratio=hidden_ratio,
-            hidden_dim=hidden_dim,
-            num_heads=num_heads,
-            dropout=dropout,
-            activation=activation,
-            use_token_mixing=use_token_mixing,
-            use_residual=use_residual,
-            use_layer_norm=use_layer_norm,
-            shared_ffn=shared_ffn,
-            ffn=ffn_factory(i) if ffn_factory is not None else None,
-            dtype=dtype,
-            name=f"block_{i}",
-        )(x)
-    if pooling == "flatten":
-        pooled = keras.layers.Flatten(dtype=dtype, name="flatten_tokens")(x)
-    else:
-        pooled = keras.layers.GlobalAveragePooling1D(dtype=dtype, name="mean_pool")(x)
-    outputs = add_task_towers(
-        pooled,
-        tasks,
-        tower_units,
+    tasks = check_tasks(tasks) if not isinstance(tasks, Mapping) else tasks
+    backbone = RankMixerBackbone(
+        features,
+        num_tokens,
+        token_dim,
+        num_layers,
+        hidden_ratio,
+        hidden_dim=hidden_dim,
+        num_heads=num_heads,
+        dropout=dropout,
+        activation=activation,
+        shared_projection=shared_projection,
+        use_token_mixing=use_token_mixing,
+        use_residual=use_residual,
+        use_layer_norm=use_layer_norm,
+        shared_ffn=shared_ffn,
+        ffn_factory=ffn_factory,
+        moe=moe,
+        pooling=pooling,
         dtype=dtype,
-        dropout=tower_dropout,
-        batch_norm=tower_batch_norm,
-        activation=tower_activation,
+        name=f"{name}_backbone",
     )
-    return keras.Model(inputs=inputs, outputs=outputs, name=name)
+    return Ranker(
+        backbone,
+        tasks=tasks,
+        tower_units=tower_units,
+        tower_dropout=tower_dropout,
+        tower_batch_norm=tower_batch_norm,
+        tower_activation=tower_activation,
+        name=name,
+    )
 
 
 def build_from_preset(
     preset: str, features: Sequence[Feature], tasks: Sequence[str] | str = ("click",), **overrides
-) -> keras.Model:
+) -> Ranker:
     """`build_rankmixer` with a named preset's T, D, L, k; keyword overrides win.
+
+    (`Ranker.from_preset` is the same for any registered backbone's preset.)
 
     Example:
 

@@ -71,9 +71,14 @@ def test_dcnv2_matches_numpy_reference(structure):
     )
     # Non-trivial biases so that every term of the cross formula is checked.
     rng = np.random.default_rng(0)
-    for layer in model.layers:
-        if layer.name.startswith("cross_") and layer.name != "cross_and_deep":
-            layer.set_weights([rng.normal(size=w.shape) * 0.3 for w in layer.get_weights()])
+    crosses = [
+        layer
+        for layer in model.backbone.layers
+        if layer.name.startswith("cross_") and layer.name != "cross_and_deep"
+    ]
+    assert [layer.name for layer in crosses] == ["cross_0", "cross_1"]
+    for layer in crosses:
+        layer.set_weights([rng.normal(size=w.shape) * 0.3 for w in layer.get_weights()])
     x0 = embeddings(model)
     x = x0
     for i in range(2):

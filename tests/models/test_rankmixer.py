@@ -9,6 +9,9 @@ import keras_rankmixer as kr
 from keras_rankmixer.data import make_click_data
 from keras_rankmixer.training import compile_for_ranking
 
+_x = keras.Input((1,))
+Functional = type(keras.Model(_x, keras.layers.Identity()(_x)))  # keras' functional class
+
 SPECS = [
     kr.CategoricalFeature("user", vocabulary_size=50, embedding_dim=8, group="user"),
     kr.SequenceFeature("history", vocabulary_size=30, max_length=3, embedding_dim=8, group="user"),
@@ -33,7 +36,9 @@ def tiny(tasks=("click",), **kw):
 
 def test_functional_model_with_named_inputs_and_task_outputs():
     model = tiny(tasks=("finish", "skip", "like"))
-    assert isinstance(model, keras.Model) and type(model).__name__ == "Functional"
+    # a functional model (the graph of a Ranker on a RankMixerBackbone)
+    assert isinstance(model, kr.Ranker) and isinstance(model.backbone, kr.RankMixerBackbone)
+    assert isinstance(model, Functional) and isinstance(model.backbone, Functional)
     assert sorted(model.input.keys()) == ["history", "item", "price", "user"]
     out = model.predict(batch(), verbose=0)
     assert sorted(out) == ["finish", "like", "skip"]
@@ -61,7 +66,8 @@ def test_keras_file_round_trip_gives_identical_outputs(tmp_path):
 
 def test_get_config_round_trip():
     model = tiny()
-    clone = keras.Model.from_config(model.get_config())
+    clone = type(model).from_config(model.get_config())
+    assert isinstance(clone, kr.Ranker) and clone.get_config() == model.get_config()
     clone.set_weights(model.get_weights())
     x = batch()
     assert_all_close(clone.predict(x, verbose=0)["click"], model.predict(x, verbose=0)["click"])
@@ -167,14 +173,23 @@ def test_bad_arguments(kwargs, match):
         kr.build_rankmixer(SPECS, **args)
 
 
+def head_after(model, layer_name):
+    """The part of `model` after the backbone layer `layer_name`: its output -> task outputs."""
+    backbone = model.backbone
+    rest_of_backbone = keras.Model(backbone.get_layer(layer_name).output, backbone.output)
+    representation = model.get_layer(f"{model.tasks[0]}_tower_0").input  # in the ranker graph
+    towers = keras.Model(representation, model.outputs)
+    return lambda x, **kw: towers(rest_of_backbone(x, **kw), **kw)
+
+
 def test_flatten_pooling_feeds_every_token_to_the_tower():
     model = tiny(pooling="flatten")
     assert tuple(model.get_layer("flatten_tokens").output.shape) == (None, 4 * 16)
     # the tower sees token order: swapping two output tokens changes the prediction,
     # whereas mean pooling (the default) is blind to it
-    head = keras.Model(model.get_layer("block_1").output, model.outputs)
+    head = head_after(model, "block_1")
     mean = tiny()
-    mean_head = keras.Model(mean.get_layer("block_1").output, mean.outputs)
+    mean_head = head_after(mean, "block_1")
     tokens = np.random.default_rng(0).normal(size=(2, 4, 16)).astype("float32")
     swapped = tokens[:, [1, 0, 2, 3]]
     assert not np.allclose(to_numpy(head(tokens)[0]), to_numpy(head(swapped)[0]))
@@ -194,7 +209,7 @@ def test_tower_batch_norm_and_dropout_match_a_numpy_reference():
     gamma, beta, mean, var = (rng.normal(size=8).astype("float32") for _ in range(4))
     var = np.abs(var) + 0.5
     bn.set_weights([gamma, beta, mean, var])
-    head = keras.Model(model.get_layer("block_1").output, model.outputs)
+    head = head_after(model, "block_1")
     tokens = rng.normal(size=(3, 4, 16)).astype("float32")
     w0, b0 = model.get_layer("click_tower_0").get_weights()
     w1, b1 = model.get_layer("click").get_weights()
@@ -214,7 +229,8 @@ def test_zero_layers_feeds_the_tokens_straight_to_the_towers(activation):
     model = kr.build_rankmixer(
         SPECS, 4, 16, 0, 2, tower_units=(8,), pooling="flatten", tower_activation=activation
     )
-    assert not [layer for layer in model.layers if layer.name.startswith("block_")]
+    assert not [layer for layer in model.backbone.layers if layer.name.startswith("block_")]
+    assert model.backbone.get_layer("flatten_tokens").input is model.get_layer("tokenizer").output
     x = batch(3)
     tokens = to_numpy(keras.Model(model.inputs, model.get_layer("tokenizer").output)(x))
     assert tokens.shape == (3, 4, 16)
