@@ -295,6 +295,8 @@ def _with_policy(config: Any, policy: str) -> Any:
         return {
             key: policy
             if key == "dtype" and _is_float_policy(value)
+            else value  # a Backbone's feature specs: their "dtype" is the input's, not a policy
+            if key == "features"
             else _with_policy(value, policy)
             for key, value in config.items()
         }
