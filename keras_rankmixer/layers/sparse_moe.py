@@ -23,6 +23,82 @@ INFERENCE_MODES = ("sparse", "dense")
 _LAMBDA_MIN, _LAMBDA_MAX = 1e-30, 1e6
 
 
+def top_k_softmax_gates(logits, k: int):
+    """Gates `(..., E)`: softmax over the `k` largest logits of each row, zero elsewhere.
+
+    Example:
+
+    >>> import numpy as np
+    >>> g = top_k_softmax_gates(np.array([[0.0, 1.0, 1.0, -2.0]], "float32"), 2)
+    >>> np.round(np.asarray(g), 3).tolist()
+    [[0.0, 0.5, 0.5, 0.0]]
+    """
+    logits = ops.convert_to_tensor(logits)
+    _, index = ops.top_k(logits, k)
+    mask = ops.sum(ops.one_hot(index, logits.shape[-1], dtype=logits.dtype), axis=-2)
+    masked = ops.where(mask > 0, logits, ops.full_like(logits, -1e9))
+    return ops.softmax(masked, axis=-1) * mask
+
+
+def expert_capacity(batch_size, share: float):
+    """Samples each expert can take, `min(B, ceil(share * B))`, at least 1 (int or int tensor).
+
+    `share` is `capacity_factor * active fraction`.
+
+    Example:
+
+    >>> expert_capacity(4096, 1.25 * 0.25), expert_capacity(1, 0.5)
+    (1280, 1)
+    """
+    if isinstance(batch_size, int):
+        return max(1, min(batch_size, math.ceil(share * batch_size - 1e-9)))
+    cap = ops.cast(ops.ceil(share * ops.cast(batch_size, "float32") - 1e-6), "int32")
+    return ops.maximum(1, ops.minimum(ops.cast(batch_size, "int32"), cap))
+
+
+def dispatch_to_experts(inputs, gates, capacity, experts):
+    """Capacity-bounded sparse compute of per-token experts with static shapes.
+
+    For each token t and expert j, the `capacity` samples of the batch with the largest gates
+    `gates[:, t, j]` are picked (`top_k` over the batch), gathered into `(T, E, C, D)`, passed
+    through `experts` (a function `(T, E, C, D) -> (T, E, C, D_out)` applying expert j of
+    token t to its C samples), scaled by their gates and scatter-added back to
+    `(B, T, D_out)`. Equal to `sum_j gates[b, t, j] * expert_tj(inputs[b, t])` when no expert
+    has more than `capacity` non-zero gates; otherwise each overflowing expert's smallest
+    gates are dropped. Gradients reach `inputs`, the gates and the experts' weights.
+
+    Args:
+        inputs: `(B, T, D)` tokens.
+        gates: `(B, T, E)` gates (zeros where an expert is off).
+        capacity: Samples per expert C (int, or int scalar tensor), `<= B`.
+        experts: The batched experts.
+
+    Returns:
+        `(output (B, T, D_out), overflow)`: `overflow` is the float32 number of dropped
+        non-zero gates.
+    """
+    t, e, d = gates.shape[1], gates.shape[2], inputs.shape[-1]
+    batch = ops.shape(inputs)[0]
+    by_expert = ops.transpose(gates, (1, 2, 0))  # (T, E, B)
+    values, index = ops.top_k(by_expert, capacity, sorted=False)  # (T, E, C)
+    rows = index + ops.reshape(ops.arange(t, dtype=index.dtype), (t, 1, 1)) * ops.cast(
+        batch, index.dtype
+    )
+    flat_rows = ops.reshape(rows, (-1,))
+    tokens = ops.reshape(ops.transpose(inputs, (1, 0, 2)), (-1, d))  # (T*B, D)
+    picked = ops.reshape(ops.take(tokens, flat_rows, axis=0), (t, e, -1, d))  # (T,E,C,D)
+    out = experts(picked)
+    d_out = out.shape[-1]
+    out = out * values[..., None]
+    merged = ops.scatter(
+        ops.expand_dims(flat_rows, -1), ops.reshape(out, (-1, d_out)), (t * batch, d_out)
+    )
+    merged = ops.transpose(ops.reshape(merged, (t, -1, d_out)), (1, 0, 2))
+    load = ops.sum(ops.cast(ops.greater(by_expert, 0), "float32"), axis=-1)  # (T, E)
+    overflow = ops.sum(ops.relu(load - ops.cast(capacity, "float32")))
+    return merged, overflow
+
+
 @keras.saving.register_keras_serializable(package="keras_rankmixer")
 class SparseMoE(keras.layers.Layer):
     """Per-token Sparse-MoE: a drop-in replacement for `PerTokenFFN` in `RankMixerBlock`.
@@ -325,10 +401,7 @@ class SparseMoE(keras.layers.Layer):
             logits = router(inputs) + ops.cast(self.gate_offset.value, self.compute_dtype)
             return ops.relu(logits), logits
         logits = self.router(inputs)
-        _, index = ops.top_k(logits, self.num_selected)
-        mask = ops.sum(ops.one_hot(index, self.num_experts, dtype=logits.dtype), axis=-2)
-        masked = ops.where(mask > 0, logits, ops.full_like(logits, -1e9))
-        return ops.softmax(masked, axis=-1) * mask, logits
+        return top_k_softmax_gates(logits, self.num_selected), logits
 
     def _hidden(self, inputs):
         hidden = ops.einsum("btd,tedh->bteh", inputs, self.expert_kernel_1) + self.expert_bias_1
@@ -401,11 +474,7 @@ class SparseMoE(keras.layers.Layer):
 
     def capacity(self, batch_size):
         """Per-expert capacity `min(B, ceil(capacity_factor * a * B))` (int or int tensor)."""
-        share = self.capacity_factor * self.budget_ratio()
-        if isinstance(batch_size, int):
-            return max(1, min(batch_size, math.ceil(share * batch_size - 1e-9)))
-        cap = ops.cast(ops.ceil(share * ops.cast(batch_size, "float32") - 1e-6), "int32")
-        return ops.maximum(1, ops.minimum(ops.cast(batch_size, "int32"), cap))
+        return expert_capacity(batch_size, self.capacity_factor * self.budget_ratio())
 
     def budget_ratio(self) -> float:
         """Active fraction the capacity is sized for: `top_k / E` (topk) or the target."""
@@ -414,28 +483,13 @@ class SparseMoE(keras.layers.Layer):
         return self.target_active_ratio
 
     def _sparse_forward(self, inputs, gates):
-        t, e, d = self.num_tokens, self.num_experts, self.token_dim
-        batch = ops.shape(inputs)[0]
-        cap = self.capacity(batch)
-        by_expert = ops.transpose(gates, (1, 2, 0))  # (T, E, B)
-        values, index = ops.top_k(by_expert, cap, sorted=False)  # (T, E, C)
-        rows = index + ops.reshape(ops.arange(t, dtype=index.dtype), (t, 1, 1)) * ops.cast(
-            batch, index.dtype
-        )
-        flat_rows = ops.reshape(rows, (-1,))
-        tokens = ops.reshape(ops.transpose(inputs, (1, 0, 2)), (-1, d))  # (T*B, D)
-        picked = ops.reshape(ops.take(tokens, flat_rows, axis=0), (t, e, -1, d))  # (T,E,C,D)
-        hidden = ops.einsum("tecd,tedh->tech", picked, self.expert_kernel_1)
-        hidden = self.activation(hidden + self.expert_bias_1[:, :, None, :])
-        out = ops.einsum("tech,tehd->tecd", hidden, self.expert_kernel_2)
-        out = (out + self.expert_bias_2[:, :, None, :]) * values[..., None]
-        merged = ops.scatter(
-            ops.expand_dims(flat_rows, -1), ops.reshape(out, (-1, d)), (t * batch, d)
-        )
-        merged = ops.transpose(ops.reshape(merged, (t, -1, d)), (1, 0, 2))
-        load = ops.sum(ops.cast(ops.greater(by_expert, 0), "float32"), axis=-1)  # (T, E)
-        overflow = ops.sum(ops.relu(load - ops.cast(cap, "float32")))
-        return merged, overflow
+        def experts(picked):  # (T, E, C, D) -> (T, E, C, D)
+            hidden = ops.einsum("tecd,tedh->tech", picked, self.expert_kernel_1)
+            hidden = self.activation(hidden + self.expert_bias_1[:, :, None, :])
+            out = ops.einsum("tech,tehd->tecd", hidden, self.expert_kernel_2)
+            return out + self.expert_bias_2[:, :, None, :]
+
+        return dispatch_to_experts(inputs, gates, self.capacity(ops.shape(inputs)[0]), experts)
 
     # ------------------------------------------------------------------ stats
     def moe_stats(self) -> dict:

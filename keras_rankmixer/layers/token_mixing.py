@@ -18,6 +18,11 @@ class TokenMixing(keras.layers.Layer):
 
     In tensor form: reshape `(B, T, H, D/H)`, swap axes 1 and 2, reshape `(B, H, T*D/H)`.
 
+    **Revert** (TokenMixer-Large). For any H, the inverse of `TokenMixing(num_heads=H)` on a
+    `(B, T, D)` input is `TokenMixing(num_heads=T)` applied to its `(B, H, T*D/H)` output: it
+    cuts each of the H tokens into T pieces of width D/H and gathers piece t of every head
+    back into token t, giving `(B, T, D)` again. `TokenMixerLargeBlock` uses this pair.
+
     Args:
         num_heads: Number of heads H. `None` (default) means H = T, the number of input tokens.
         **kwargs: Base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
@@ -33,6 +38,9 @@ class TokenMixing(keras.layers.Layer):
     (2, 4, 8)
     >>> np.allclose(TokenMixing()(y), x)
     True
+    >>> mixed = TokenMixing(num_heads=2)(x)  # H = 2 tokens of width T * D / H = 16
+    >>> tuple(mixed.shape), bool(np.allclose(TokenMixing(num_heads=4)(mixed), x))  # revert
+    ((2, 2, 16), True)
 
     References:
         Zhu et al., "RankMixer: Scaling Up Ranking Models in Industrial Recommenders",

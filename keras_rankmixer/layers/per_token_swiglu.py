@@ -1,0 +1,192 @@
+"""Per-token SwiGLU feed-forward network (TokenMixer-Large's pSwiGLU)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from keras_rankmixer.layers._checks import check_positive, check_tokens_shape, per_token_initializer
+from keras_rankmixer.layers.per_token_ffn import resolve_hidden_dim
+
+
+def scaled_initializer(initializer: Any, scale: float | None):
+    """`initializer` with its values multiplied by `scale` (None or 1.0: `initializer` itself).
+
+    Used for TokenMixer-Large's small init of down projections: the branch `F(x)` of a
+    residual `x + F(x)` starts near zero, so every block starts near the identity.
+
+    Example:
+
+    >>> import numpy as np
+    >>> init = scaled_initializer(keras.initializers.Ones(), 0.01)
+    >>> round(float(np.asarray(init((2, 2))).max()), 6)
+    0.01
+    """
+    initializer = keras.initializers.get(initializer)
+    if scale is None or scale == 1.0:
+        return initializer
+
+    def init(shape, dtype=None):
+        return ops.multiply(initializer(shape, dtype=dtype), ops.cast(scale, dtype or "float32"))
+
+    return init
+
+
+@keras.saving.register_keras_serializable(package="keras_rankmixer")
+class PerTokenSwiGLU(keras.layers.Layer):
+    """Per-token SwiGLU: every token has its own gated MLP.
+
+    For token t with input `x_t` (width D) and hidden width `H_ffn = n D`:
+
+        g_t, u_t = split(x_t W_gu_t + b_gu_t)          # one fused matmul of width 2 H_ffn
+        v_t      = W_down_t (Swish(g_t) * u_t) + b_down_t
+
+    `Swish(z) = z * sigmoid(z)` (SiLU). The gate and up projections are one per-token kernel
+    `W_gu_t` of shape `(D, 2 H_ffn)`: columns `[:H_ffn]` are the gate, `[H_ffn:]` the up
+    projection, so the block does two batched matmuls (`(T, B, D) @ (T, D, 2H)` then
+    `(T, B, H) @ (T, H, D)`) in the token-major layout of `PerTokenFFN`.
+
+    Weights: `gate_up_kernel` `(T, D, 2 H_ffn)`, `gate_up_bias` `(T, 2 H_ffn)`,
+    `down_kernel` `(T, H_ffn, D)`, `down_bias` `(T, D)`. With `shared=True` one SwiGLU serves
+    every token and the weights lose their leading T axis.
+
+    **Small init.** With `down_init_scale=s`, `down_kernel` is drawn from `kernel_initializer`
+    and multiplied by s (TokenMixer-Large uses about 0.01), so a residual branch
+    `x + pSwiGLU(x)` starts close to the identity. None or 1.0 is the plain initializer.
+
+    Args:
+        hidden_ratio: Hidden width as a multiple n of the token width D. Defaults to 4.
+        hidden_dim: Explicit hidden width; overrides `hidden_ratio` when set.
+        use_bias: Whether to add `gate_up_bias` and `down_bias`.
+        kernel_initializer: Initializer for both kernels. The default,
+            `per_token_glorot_uniform()`, takes the fans of each token's own matrix.
+        bias_initializer: Initializer for both biases.
+        kernel_regularizer: Optional regularizer for both kernels.
+        bias_regularizer: Optional regularizer for both biases.
+        down_init_scale: Factor on the initial `down_kernel` (small init), > 0, or None.
+        shared: Share one SwiGLU across tokens (ablation). Defaults to False.
+        **kwargs: Base `keras.layers.Layer` arguments.
+
+    Input shape: `(batch, T, D)`. Output shape: `(batch, T, D)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> ffn = PerTokenSwiGLU(hidden_ratio=2, down_init_scale=0.01)
+    >>> y = ffn(np.ones((3, 4, 8), "float32"))
+    >>> tuple(y.shape), tuple(ffn.gate_up_kernel.shape), tuple(ffn.down_kernel.shape)
+    ((3, 4, 8), (4, 8, 32), (4, 16, 8))
+
+    References:
+        "TokenMixer-Large: Scaling Up Large Ranking Models in Industrial Recommenders"
+        (ByteDance), arXiv:2602.06563 (per-token SwiGLU, down-matrix small init).
+        Shazeer, "GLU Variants Improve Transformer", arXiv:2002.05202 (SwiGLU).
+    """
+
+    def __init__(
+        self,
+        hidden_ratio: float = 4,
+        hidden_dim: int | None = None,
+        use_bias: bool = True,
+        kernel_initializer: str | Any = None,
+        bias_initializer: str | Any = "zeros",
+        kernel_regularizer: Any = None,
+        bias_regularizer: Any = None,
+        down_init_scale: float | None = None,
+        shared: bool = False,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        check_positive("hidden_ratio", hidden_ratio)
+        check_positive("hidden_dim", hidden_dim, allow_none=True, integer=True)
+        check_positive("down_init_scale", down_init_scale, allow_none=True)
+        self.hidden_ratio = hidden_ratio
+        self.hidden_dim = hidden_dim
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = per_token_initializer(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.down_init_scale = None if down_init_scale is None else float(down_init_scale)
+        self.shared = bool(shared)
+
+    def build(self, input_shape) -> None:
+        num_tokens, dim = check_tokens_shape("PerTokenSwiGLU", input_shape)
+        hidden = resolve_hidden_dim(dim, self.hidden_ratio, self.hidden_dim)
+        self.num_tokens, self.token_dim, self.ffn_dim = num_tokens, dim, hidden
+        lead = () if self.shared else (num_tokens,)
+        self.gate_up_kernel = self.add_weight(
+            name="gate_up_kernel",
+            shape=lead + (dim, 2 * hidden),
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+        )
+        self.down_kernel = self.add_weight(
+            name="down_kernel",
+            shape=lead + (hidden, dim),
+            initializer=scaled_initializer(self.kernel_initializer, self.down_init_scale),
+            regularizer=self.kernel_regularizer,
+        )
+        if self.use_bias:
+            self.gate_up_bias = self.add_weight(
+                name="gate_up_bias",
+                shape=lead + (2 * hidden,),
+                initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer,
+            )
+            self.down_bias = self.add_weight(
+                name="down_bias",
+                shape=lead + (dim,),
+                initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer,
+            )
+        else:
+            self.gate_up_bias = self.down_bias = None
+        self.built = True
+
+    def _glu(self, gate_up):
+        gate, up = gate_up[..., : self.ffn_dim], gate_up[..., self.ffn_dim :]
+        return ops.silu(gate) * up
+
+    def call(self, inputs):
+        if self.shared:
+            gate_up = ops.matmul(inputs, self.gate_up_kernel)
+            if self.gate_up_bias is not None:
+                gate_up = gate_up + self.gate_up_bias
+            out = ops.matmul(self._glu(gate_up), self.down_kernel)
+            return out + self.down_bias if self.down_bias is not None else out
+        # Token-major layout as in PerTokenFFN: T is the leading batch axis of both matmuls.
+        x = ops.transpose(inputs, (1, 0, 2))
+        gate_up = ops.matmul(x, self.gate_up_kernel)
+        if self.gate_up_bias is not None:
+            gate_up = gate_up + ops.expand_dims(self.gate_up_bias, 1)
+        out = ops.matmul(self._glu(gate_up), self.down_kernel)
+        if self.down_bias is not None:
+            out = out + ops.expand_dims(self.down_bias, 1)
+        return ops.transpose(out, (1, 0, 2))
+
+    def flops_per_sample(self) -> int:
+        """Forward matmul FLOPs per sample (2 per multiply-add): `6 * T * D * H_ffn`."""
+        return 6 * self.num_tokens * self.token_dim * self.ffn_dim
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            {
+                "hidden_ratio": self.hidden_ratio,
+                "hidden_dim": self.hidden_dim,
+                "use_bias": self.use_bias,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
+                "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
+                "down_init_scale": self.down_init_scale,
+                "shared": self.shared,
+            }
+        )
+        return config
