@@ -1,5 +1,6 @@
 """Data: file readers (CSV/TSV, Parquet, TFRecord) and the synthetic click-log generator."""
 
+from keras_rankmixer.data.datasets import census_features, load_census, prepare_census  # noqa: F401
 from keras_rankmixer.data.readers import (
     CRITEO_COLUMNS,
     FRAPPE_COLUMNS,

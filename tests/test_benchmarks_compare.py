@@ -1,0 +1,148 @@
+"""benchmarks/compare.py on a tiny synthetic two-task dataset: tuning never asks for the test
+split, equal grids per model, per-task metrics, results.jsonl, Markdown and the plot."""
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import compare  # noqa: E402
+
+
+@pytest.fixture
+def tiny(monkeypatch, tmp_path):
+    from keras_rankmixer.features import CategoricalFeature, NumericFeature
+
+    asked = []
+
+    def load(data_dir, embedding_dim, splits, train_limit=0):
+        asked.append(tuple(splits))
+        specs = [
+            CategoricalFeature(f"c{i}", vocabulary_size=20, embedding_dim=embedding_dim, group=g)
+            for i, g in enumerate(("user", "user", "item", "item"))
+        ] + [NumericFeature("n0", embedding_dim=embedding_dim, group="item")]
+        out = {}
+        for k, split in enumerate(splits):
+            rng = np.random.default_rng(k)
+            n = 256
+            x = {f"c{i}": rng.integers(0, 20, n) for i in range(4)}
+            x["n0"] = rng.normal(size=n).astype("float32")
+            y = {
+                "a": (x["c0"] % 2 == 0).astype("int64"),
+                "b": ((x["c2"] < 10) ^ (x["n0"] > 1)).astype("int64"),
+            }
+            out[split] = (x, y)
+        return specs, out
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "here").write_text("")
+    ds = {
+        "benchmark": "tiny",
+        "data_dir": str(tmp_path / "data"),
+        "present": "here",
+        "load": load,
+        "tasks": ("a", "b"),
+        "settings": {
+            "embedding_dim": 4,
+            "batch_size": 128,
+            "learning_rate": 1e-2,
+            "patience": 1,
+            "max_epochs": 1,
+            "embedding_l2": 0.0,
+        },
+        "configs": {
+            "dnn": {"hidden_units": [8]},
+            "rankmixer": {"num_tokens": 2, "token_dim": 4, "num_layers": 1, "tower_units": [4]},
+        },
+        "grids": {
+            "dnn": [{"hidden_units": [8]}, {"hidden_units": [8], "embedding_l2": 0.01}],
+            "rankmixer": [{"num_tokens": 2, "token_dim": 4, "num_layers": 1, "tower_units": [4]}],
+        },
+    }
+    monkeypatch.setitem(compare.DATASETS, "tiny", ds)
+    return asked, tmp_path
+
+
+FAMILY = {
+    "num_tokens": 2,
+    "token_dim": 4,
+    "tokenizer": "mlp",
+    "tokenizer_units": [8],
+    "block": "revert",
+    "num_heads": 4,
+    "tower_units": [4],
+}
+
+
+def _common(tmp_path):
+    return ["--dataset", "tiny", "--seeds", "1", "--no-jit", "--output", str(tmp_path / "out")]
+
+
+def test_tune_reads_no_test_split_and_gives_every_model_the_same_budget(tiny, capsys):
+    asked, tmp_path = tiny
+    argv = _common(tmp_path) + ["--tune", "--models", "dnn,rankmixer"]
+    assert compare.main(argv) == 0
+    out = capsys.readouterr().out
+    assert asked == [("train", "valid")]
+    assert "unequal grids" in out  # dnn has 2 configs, rankmixer 1: both get 1
+    runs = [json.loads(x) for x in open(tmp_path / "out" / "tune.jsonl")]
+    assert [r["model"] for r in runs] == ["dnn", "rankmixer"]
+    for r in runs:
+        assert "test_auc" not in r and "test_a_auc" not in r
+        assert {"valid_a_auc", "valid_b_auc"} <= set(r)
+        assert r["valid_auc"] == pytest.approx(np.mean([r["valid_a_auc"], r["valid_b_auc"]]))
+    assert json.loads(out.strip().splitlines()[-1])["tune"] is True
+
+
+def test_seeds_report_per_task_test_metrics_markdown_and_plot(tiny, capsys):
+    asked, tmp_path = tiny
+    plot = tmp_path / "plots" / "auc.png"
+    argv = _common(tmp_path) + [
+        "--models",
+        "family",
+        "--config",
+        "family=" + json.dumps(FAMILY),
+        "--plot",
+        str(plot),
+    ]
+    assert compare.main(argv) == 0
+    out = capsys.readouterr().out
+    assert asked == [("train", "valid", "test")]
+    rows = json.loads(out.strip().splitlines()[-1])["rows"]
+    assert [r["model"] for r in rows] == ["family"]
+    for r in rows:
+        assert {"test_a_auc_mean", "test_b_logloss_std", "params", "flops_per_sample"} <= set(r)
+        assert r["params"] > 0 and r["flops_per_sample"] > 0
+    assert "| a valid AUC | a AUC | a logloss | b valid AUC | b AUC | b logloss |" in out
+    assert plot.exists() and plot.stat().st_size > 1000
+    # --summarize reads the same rows back from results.jsonl
+    assert (
+        compare.main(["--dataset", "tiny", "--summarize", str(tmp_path / "out" / "results.jsonl")])
+        == 0
+    )
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"]
+    assert [r["test_a_auc_mean"] for r in again] == [r["test_a_auc_mean"] for r in rows]
+
+
+@pytest.mark.parametrize("block", ["rankmixer", "prenorm", "revert"])
+def test_family_blocks_build_and_keep_the_token_shape(block):
+    from keras_rankmixer.features import CategoricalFeature
+
+    specs = [CategoricalFeature(f"c{i}", vocabulary_size=5, embedding_dim=4) for i in range(4)]
+    cfg = dict(FAMILY, block=block, tokenizer="field", num_layers=2)
+    model = compare.build_family(specs, ["a"], **cfg)
+    x = {f"c{i}": np.array([1, 2, 3]) for i in range(4)}
+    assert model(x)["a"].shape == (3, 1)
+    with pytest.raises(ValueError, match="block"):
+        compare.build_family(specs, ["a"], **dict(cfg, block="other"))
+
+
+def test_skips_without_data(tmp_path, capsys):
+    argv = ["--dataset", "census", "--data-dir", str(tmp_path / "absent")]
+    assert compare.main(argv) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last == {"benchmark": "census_income", "skipped": True}
