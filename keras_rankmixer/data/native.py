@@ -1,0 +1,907 @@
+"""Native `tf.data` input path: CSV/TSV and TFRecord parsed by TensorFlow ops, in parallel.
+
+`make_native_dataset` is a drop-in for `readers.make_dataset` (same arguments, same output
+structure, dtypes, shapes, padding, missing-value conventions, hashing, report counts and
+errors) that never runs Python per row: files are read by `tf.data.TextLineDataset` /
+`TFRecordDataset`, cut into blocks of `block_rows` lines (records), and every block is
+parsed and checked by TF ops in a `map` with `num_parallel_calls=AUTOTUNE`, so the work
+spreads over the cores and overlaps with training. `check_native_files` is the fast
+equivalent of `readers.check_files` (a validation pass that returns the `ReadReport`).
+
+**What is native.** CSV/TSV (also `.gz`; header line or `column_names`) and TFRecord of
+`tf.Example` (`compression=`), every feature kind (int64 / string categorical, hashed
+`hash_columns`, int64 / string / hashed sequences, numeric), `on_bad_rows="raise"` and
+`"skip"`, sharding, shuffling. Parquet, and a CSV header with a quoted newline, fall back to
+`readers.make_dataset` (the returned dataset then has `engine == "python"`).
+
+**Same values.** Every cell goes through the Python reader's rules, re-implemented as
+vectorised TF string ops: the missing-value texts (`readers._MISSING_TEXT`, after stripping
+ASCII whitespace), integer ids (exact int64; `"12.0"`-style floats accepted when integral),
+floats with Python's `float()` grammar (checked by an RE2 pattern before
+`tf.strings.to_number`, which alone would also accept hex floats), labels in {0, 1},
+sequences (split on `sequence_delimiter`, blank items dropped, truncated to `max_length`
+and counted, ids through float64 as in the Python reader), hashing with the very op
+`hash_strings` uses (`tf.strings.to_hash_bucket_fast(x, HASH_SPACE)`, bit for bit) and its
+exact-text missing rule. A block whose cells all have the common plain form (one RE2 match
+over the whole block: plain integers, plain decimals, 0/1 labels, no quotes, the right field
+count) takes a fast path without per-cell checks. Known differences, all corner cases: ids
+above 2**53 written as integers are exact here, while the Python reader rounds them through
+float64 when another cell of its 65,536-row chunk is float-formatted; non-ASCII digits and
+whitespace (which Python's `int()`/`float()`/`strip()` accept) are not numbers here; a lone
+CR inside a line is a line break for Python, not for `TextLineDataset`.
+
+**Bad rows.** Each block computes the Python reader's bad-row masks (malformed field
+count, unparsable value, bad label) in the graph. With `on_bad_rows="skip"` the bad rows
+are dropped and counted under the Python reader's reasons and locations (`report.skipped`,
+`report.examples`; examples are ordered by file, line, column rather than by the Python
+reader's chunk and column). With `"raise"`, the first block holding a bad row re-reads that
+file with the Python reader (`readers.check_files`), so the `DataError` is the Python
+reader's own (file, line, column, value), appended to `dataset.errors`; that re-read runs at
+the Python reader's speed, up to the bad row. Schema problems (unknown / missing columns,
+an empty or header-only file) are checked per file when the dataset is built, with the
+Python reader's messages. A quoted field spanning lines, a `tf.Example` with more than one
+value in a scalar column raise a `DataError`; a `tf.Example` value of the wrong type raises
+TensorFlow's `InvalidArgumentError` (the Python reader wraps it in a `DataError`).
+
+**Report.** `dataset.report` is a `ReadReport` filled as blocks are parsed (one small
+`tf.py_function` call per block of `block_rows` rows carries the block's counts to
+Python): rows read and kept, skipped by reason, missing cells and truncations per column.
+
+**Order.** With `shuffle=False` and `num_parallel_reads=None` the rows come in file order,
+exactly as from `readers.make_dataset`. `shuffle=True` permutes the file order every epoch
+and the rows inside windows of `shuffle_chunks * chunk_rows` rows, deterministically for a
+`seed`, with TF's RNG (so a different permutation than the Python reader's).
+
+Example:
+
+>>> import os, tempfile
+>>> from keras_rankmixer.features import CategoricalFeature
+>>> path = os.path.join(tempfile.mkdtemp(), "clicks.csv")
+>>> _ = open(path, "w").write("label,user\\n1,3\\n0,\\n1,5\\n")
+>>> ds = make_native_dataset(path, [CategoricalFeature("user", vocabulary_size=10)],
+...                          batch_size=2)
+>>> [x["user"].numpy().tolist() for x, _ in ds]
+[[3, -1], [5]]
+>>> ds.report.rows_kept, ds.report.missing
+(3, {'user': 1})
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import gzip
+import heapq
+import re
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+
+from keras_rankmixer.data import readers
+from keras_rankmixer.data.readers import (
+    HASH_SPACE,
+    DataError,
+    ReadReport,
+    detect_format,
+    list_files,
+)
+from keras_rankmixer.features import Feature
+
+__all__ = ["check_native_files", "make_native_dataset"]
+
+# RE2 patterns for Python's int() / float() grammar (ASCII digits and whitespace).
+_WS = r"[\t\n\v\f\r ]"
+_DIG = r"[0-9](?:_?[0-9])*"
+_INT_RE = rf"{_WS}*[+-]?{_DIG}{_WS}*"
+_FLOAT_RE = (
+    rf"{_WS}*[+-]?(?:(?:(?:{_DIG})?\.{_DIG}|{_DIG}\.?)(?:[eE][+-]?{_DIG})?"
+    rf"|(?i:inf|infinity|nan)){_WS}*"
+)
+_MISSING_RE = "(?:" + "|".join(re.escape(t) for t in sorted(readers._MISSING_TEXT)) + ")"
+# Fast-path cell forms (one match over a whole block).
+_FAST_INT = "(?:-?[0-9]{1,18})?"
+_FAST_NUM = r"(?:-?[0-9]{1,17}(?:\.[0-9]{1,17})?)?"
+_FAST_LABEL = "[01]"
+_FAST_TEXT = '[^{sep}"\\n]*'
+
+_REASON_ID = "not an integer id"
+_REASON_NUM = "not a number"
+_REASON_LABEL = "label must be 0 or 1"
+
+
+# ---------------------------------------------------------------------------------------------
+# Cell conversion (TF ops): each mirrors a `readers._Converter` method.
+
+
+def _tf():
+    import tensorflow as tf
+
+    return tf
+
+
+def _strip(x):
+    return _tf().strings.strip(x)
+
+
+def _is_missing_text(c):
+    """`_Converter._is_missing` on text: the stripped cell is a missing-value text."""
+    return _tf().strings.regex_full_match(_strip(c), _MISSING_RE)
+
+
+def _parse_float(c):
+    """(float64 value, ok): Python's `float()` on each cell; value 0 where not ok."""
+    tf = _tf()
+    ok = tf.strings.regex_full_match(c, _FLOAT_RE)
+    norm = tf.strings.regex_replace(_strip(c), "_", "")
+    return tf.strings.to_number(tf.where(ok, norm, "0"), tf.float64), ok
+
+
+def _parse_int(c):
+    """(int64 value, ok): Python's `int()` on each cell, exact for any int64."""
+    tf = _tf()
+    ok = tf.strings.regex_full_match(c, _INT_RE)
+    norm = tf.where(ok, tf.strings.regex_replace(_strip(c), "_", ""), "0")
+    neg = tf.strings.substr(norm, 0, 1) == "-"
+    body = tf.strings.regex_replace(norm, "^[+-]?0*", "")
+    digits = tf.strings.length(body)
+    small = digits <= 18
+    v_small = tf.strings.to_number(tf.where(small, norm, "0"), tf.int64)
+    big = tf.where(small | (digits > 19), "0000000000000000000", body)
+    hi = tf.strings.to_number(tf.strings.substr(big, 0, 10), tf.int64)
+    lo = tf.strings.to_number(tf.strings.substr(big, 10, 9), tf.int64)
+    limit = tf.where(neg, tf.constant(854775808, tf.int64), 854775807)
+    fits = (hi < 9223372036) | ((hi == 9223372036) & (lo <= limit))
+    mag = hi * 1_000_000_000
+    v_big = tf.where(neg, -mag - lo, mag + lo)
+    ok = ok & (small | ((digits == 19) & fits))
+    return tf.where(small, v_small, tf.where(ok, v_big, 0)), ok
+
+
+def _ids_slow(c):
+    """`_Converter._ids` on text cells: (ids, bad, missing)."""
+    tf = _tf()
+    missing_text = _is_missing_text(c)
+    iv, iok = _parse_int(c)
+    fv, fok = _parse_float(c)
+    integral = fok & tf.math.is_finite(fv) & tf.equal(tf.math.floor(fv), fv)
+    ids = tf.where(
+        missing_text,
+        tf.constant(-1, tf.int64),
+        tf.where(
+            iok,
+            iv,
+            tf.where(integral, tf.cast(tf.where(integral, fv, tf.zeros_like(fv)), tf.int64), -1),
+        ),
+    )
+    bad = ~missing_text & ~iok & ~integral
+    return ids, bad, missing_text | (ids < 0)
+
+
+def _numeric_slow(c):
+    """`_Converter._numeric` on text cells: (float64 value, bad, missing)."""
+    tf = _tf()
+    missing_text = _is_missing_text(c)
+    fv, fok = _parse_float(c)
+    bad = ~missing_text & ~fok
+    nan = tf.constant(np.nan, tf.float64)
+    value = tf.where(missing_text | bad, nan, fv)
+    return value, bad, missing_text | (~bad & tf.math.is_inf(value))
+
+
+def _label(value, bad_num, missing):
+    tf = _tf()
+    bad = bad_num | missing | ~(tf.equal(value, 0.0) | tf.equal(value, 1.0))
+    return tf.cast(tf.where(bad, tf.zeros_like(value), value), tf.int64), bad
+
+
+def _text(c):
+    """`_Converter._text`: missing texts become ""."""
+    missing = _is_missing_text(c)
+    return _tf().where(missing, "", c), missing
+
+
+def _hash(c):
+    """`readers.hash_strings`: FarmHash64 bucket in [0, HASH_SPACE), exact missing text -> -1."""
+    tf = _tf()
+    missing = tf.strings.regex_full_match(c, _MISSING_RE)
+    ids = tf.strings.to_hash_bucket_fast(c, HASH_SPACE)
+    return tf.where(missing, tf.constant(-1, tf.int64), ids), missing
+
+
+def _sequence_from_ragged(f, tok, hashed: bool, from_text: bool):
+    """Ragged items of a sequence column -> (padded [n, L], bad, missing, truncated)."""
+    tf = _tf()
+    length = f.max_length
+    if from_text:
+        keep = _strip(tok.flat_values) != ""
+        tok = tf.ragged.boolean_mask(tok, tok.with_flat_values(keep))
+        first = tok[:, :1].to_tensor("", shape=[None, 1])[:, 0]
+        single_missing = tf.equal(tok.row_lengths(), 1) & _is_missing_text(first)
+        tok = tf.ragged.boolean_mask(
+            tok, tok.with_flat_values(tf.repeat(~single_missing, tok.row_lengths()))
+        )
+    count = tok.row_lengths()
+    missing = tf.equal(count, 0)
+    truncated = count > length
+    tok = tok[:, :length]
+    n = tf.shape(count)[0]
+    if f.dtype == "string":
+        out = tok.to_tensor("", shape=[None, length])
+        return out, tf.zeros([n], tf.bool), missing, truncated
+    if hashed:
+        ids, _ = _hash(tok.flat_values)
+        return (
+            tok.with_flat_values(ids).to_tensor(-1, shape=[None, length]),
+            tf.zeros([n], tf.bool),
+            missing,
+            truncated,
+        )
+    if from_text:
+        fv, fok = _parse_float(tok.flat_values)
+        ok = fok & tf.math.is_finite(fv) & tf.equal(tf.math.floor(fv), fv)
+        bad = tf.reduce_any(tok.with_flat_values(~ok), axis=1)
+        vals = tf.cast(tf.where(ok, fv, tf.zeros_like(fv)), tf.int64)
+    else:  # TFRecord int64 lists go through float64 in the Python reader too
+        vals = tf.cast(tf.cast(tok.flat_values, tf.float64), tf.int64)
+        bad = tf.zeros([n], tf.bool)
+    return tok.with_flat_values(vals).to_tensor(-1, shape=[None, length]), bad, missing, truncated
+
+
+# ---------------------------------------------------------------------------------------------
+# The per-block report: counts go to Python once per block.
+
+
+class _Tracker:
+    """Collects the blocks' counts into a `ReadReport`, raises the Python reader's errors."""
+
+    def __init__(self, files, unit, names, reasons, specs, explain, on_bad_rows):
+        self.files = files
+        self.unit = unit  # "line" or "record"
+        self.names = names  # expected columns: features then labels
+        self.reasons = reasons
+        self.specs = specs
+        self.explain = explain
+        self.on_bad_rows = on_bad_rows
+        self.report = ReadReport()
+        self.errors: list[DataError] = []
+        self.lock = threading.Lock()
+        self.passes: dict[tuple[int, int], int] = {}
+        self.candidates: list = []  # max-heap (negated keys) of the 20 first examples
+        self.seen_files: set[int] = set()
+
+    def where(self, file_index: int, location: int) -> str:
+        return f"{self.files[file_index]}, {self.unit} {location}"
+
+    def fail(self, file_index: int, location: int, detail: str):
+        path = self.files[file_index]
+        error = self.explain(path) if detail is None else None
+        if error is None:
+            error = DataError(detail or f"{self.where(file_index, location)}: bad row (native).")
+        self.errors.append(error)
+        raise error
+
+    def __call__(self, file_index, first, n, kept, mal_rows, mal_fields, bad_rows, bad_cols,
+                 missing, truncated, fatal_row, fatal_kind, fatal_col):  # fmt: skip
+        file_index, first, n, kept = int(file_index), int(first), int(n), int(kept)
+        fatal_row, fatal_kind = int(fatal_row), int(fatal_kind)
+        mal_rows, mal_fields = mal_rows.numpy(), mal_fields.numpy()
+        bad_rows, bad_cols = bad_rows.numpy(), bad_cols.numpy()
+        if fatal_kind:
+            loc = first + fatal_row
+            if fatal_kind == 1:
+                detail = (
+                    f"{self.where(file_index, loc)}: a quoted field continues on the next line; "
+                    "the native reader reads one record per line (use readers.make_dataset)."
+                )
+            else:
+                detail = None  # the Python reader's "expected one value" error
+            self.fail(file_index, loc, detail)
+        if self.on_bad_rows == "raise" and (len(mal_rows) or len(bad_rows)):
+            loc = first + int(min(list(mal_rows) + list(bad_rows)))
+            self.fail(file_index, loc, None)
+        with self.lock:
+            self._record(file_index, first, n, kept, mal_rows, mal_fields, bad_rows, bad_cols,
+                         missing.numpy(), truncated.numpy())  # fmt: skip
+        return np.int64(0)
+
+    def _record(self, file_index, first, n, kept, mal_rows, mal_fields, bad_rows, bad_cols,
+                missing, truncated):  # fmt: skip
+        report = self.report
+        block = (file_index, first)
+        npass = self.passes.get(block, 0)
+        self.passes[block] = npass + 1
+        if file_index not in self.seen_files:
+            self.seen_files.add(file_index)
+            report.files = [f for i, f in enumerate(self.files) if i in self.seen_files]
+        report.rows_read += n
+        report.rows_kept += kept
+        examples = []
+        for row, fields in zip(mal_rows.tolist(), mal_fields.tolist(), strict=True):
+            detail = f"expected {self._width(file_index)} fields, saw {fields}" + (
+                " (blank line)" if fields == 0 else ""
+            )
+            examples.append(
+                (self._key(npass, file_index, first + row, -1), f"malformed row ({detail})")
+            )
+        for row, col in zip(bad_rows.tolist(), bad_cols.tolist(), strict=True):
+            reason = f"{self.reasons[col]} in column {self.names[col]!r}"
+            examples.append((self._key(npass, file_index, first + row, col), reason))
+        for key, reason in examples:
+            report.skipped[reason] = report.skipped.get(reason, 0) + 1
+            item = (tuple(-k for k in key), f"{self.where(file_index, key[-1])}: {reason}")
+            if len(self.candidates) < 20:
+                heapq.heappush(self.candidates, item)
+            elif item > self.candidates[0]:
+                heapq.heapreplace(self.candidates, item)
+        if examples:
+            report.examples = [text for _, text in sorted(self.candidates, reverse=True)]
+        for f, m, t in zip(self.specs, missing.tolist(), truncated.tolist(), strict=False):
+            report.count(report.missing, f.name, m)
+            report.count(report.truncated, f.name, t)
+
+    def _key(self, npass, file_index, location, column):
+        """The Python reader's example order: chunk by chunk (`chunk_rows` rows), malformed
+        rows first, then column by column, line by line (exact when no malformed row
+        shifts the chunk boundaries)."""
+        chunk = (location - self.starts.get(file_index, 0)) // self.chunk_rows
+        return (npass, file_index, chunk, column, location)
+
+    def _width(self, file_index):
+        return self.widths[file_index]
+
+
+# ---------------------------------------------------------------------------------------------
+# Files: headers, layouts, schema checks (Python, once per file, when the dataset is built).
+
+
+@dataclasses.dataclass
+class _TextFile:
+    path: str
+    names: tuple
+    skip: int
+    bom: bool
+    has_data: bool
+
+
+def _open_text(path):
+    if path.endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
+    return open(path, encoding="utf-8-sig", newline="")
+
+
+def _scan_text(path, sep, column_names):
+    """Header and layout of one text file; None when the native reader cannot read it."""
+    with _open_text(path) as fh:
+        if column_names is None:
+            header = fh.readline()
+            if not header.strip("\r\n") or header.count('"') % 2:
+                return None  # empty file / quoted newline in the header: the Python reader
+            names = tuple(next(csv.reader([header.rstrip("\r\n")], delimiter=sep)))
+            skip = 1
+        else:
+            names, skip = tuple(column_names), 0
+        has_data = bool(fh.readline())
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as raw:
+        bom = raw.read(3) == b"\xef\xbb\xbf" and column_names is not None
+    return _TextFile(path, names, skip, bom, has_data)
+
+
+# ---------------------------------------------------------------------------------------------
+# The dataset.
+
+
+def make_native_dataset(
+    paths: str | Sequence[str],
+    specs: Sequence[Feature],
+    label_columns: Sequence[str] | str = ("label",),
+    *,
+    batch_size: int = 4096,
+    shuffle: bool = False,
+    seed: int = 0,
+    repeat: bool = False,
+    drop_remainder: bool = False,
+    cache: bool = False,
+    format: str | None = None,
+    column_names: Sequence[str] | None = None,
+    delimiter: str | None = None,
+    hash_columns: Sequence[str] = (),
+    ignore_columns: Sequence[str] = (),
+    on_bad_rows: str = "raise",
+    sequence_delimiter: str = "|",
+    shard_index: int = 0,
+    num_shards: int = 1,
+    compression: str | None = None,
+    chunk_rows: int = 65536,
+    shuffle_chunks: int = 1,
+    block_rows: int = 8192,
+    num_parallel_calls: int | None = None,
+    num_parallel_reads: int | None = None,
+    num_threads: int | None = None,
+    deterministic: bool = True,
+):
+    """`readers.make_dataset` with the parsing and checks in TF ops, mapped in parallel.
+
+    Args:
+        paths, specs, label_columns, batch_size, shuffle, seed, repeat, drop_remainder,
+            cache, format, column_names, delimiter, hash_columns, ignore_columns,
+            on_bad_rows, sequence_delimiter, shard_index, num_shards, compression,
+            shuffle_chunks: As in `readers.make_dataset` (see the module docstring for what
+            differs).
+        chunk_rows: With `shuffle`, rows are permuted inside windows of
+            `shuffle_chunks * chunk_rows` rows (as the Python reader's chunks).
+        block_rows: Lines (records) parsed per call of the parallel map: the unit of
+            parallelism and of the report's updates.
+        num_parallel_calls: Blocks parsed at once (default `tf.data.AUTOTUNE`).
+        num_parallel_reads: Files read at once (interleaved, so rows of several files mix);
+            None reads the files one after the other, in order.
+        num_threads: Size of the dataset's private thread pool (None: TF's default, all
+            cores).
+        deterministic: Keep the block order under parallel parsing (default True).
+
+    Returns:
+        A `tf.data.Dataset` of `(features dict, labels dict)` with `report` (a `ReadReport`),
+        `files`, `errors` and `engine` (`"native"`, or `"python"` where it fell back)
+        attributes.
+    """
+    import tensorflow as tf
+
+    from keras_rankmixer.layers._checks import check_positive
+
+    kwargs = dict(
+        batch_size=batch_size, shuffle=shuffle, seed=seed, repeat=repeat,
+        drop_remainder=drop_remainder, cache=cache, format=format, column_names=column_names,
+        delimiter=delimiter, hash_columns=hash_columns, ignore_columns=ignore_columns,
+        on_bad_rows=on_bad_rows, sequence_delimiter=sequence_delimiter,
+        shard_index=shard_index, num_shards=num_shards, compression=compression,
+        chunk_rows=chunk_rows, shuffle_chunks=shuffle_chunks,
+    )  # fmt: skip
+    for name, value in (("batch_size", batch_size), ("shuffle_chunks", shuffle_chunks),
+                        ("chunk_rows", chunk_rows), ("block_rows", block_rows)):  # fmt: skip
+        check_positive(name, value, integer=True)
+    converter = readers._common(
+        specs, label_columns, hash_columns, ignore_columns, on_bad_rows, sequence_delimiter
+    )
+    files = list_files(paths, shard_index, num_shards)
+    kinds = {format or detect_format(f) for f in files}
+    bad_kind = sorted(k for k in kinds if k not in readers._FORMATS)
+    if bad_kind:
+        raise ValueError(f"`format` must be one of {readers._FORMATS}, got {bad_kind[0]!r}.")
+
+    def fallback():
+        ds = readers.make_dataset(paths, specs, label_columns, **kwargs)
+        ds.engine = "python"
+        return ds
+
+    if "parquet" in kinds or (len(kinds) > 1 and "tfrecord" in kinds):
+        return fallback()
+    check_kwargs = dict(
+        format=format, column_names=column_names, delimiter=delimiter,
+        hash_columns=hash_columns, ignore_columns=ignore_columns, on_bad_rows="raise",
+        sequence_delimiter=sequence_delimiter, compression=compression,
+    )  # fmt: skip
+
+    def explain(path):
+        """The Python reader's error for one file (None if it reads the file cleanly)."""
+        check = getattr(readers, "check_files", None)
+        try:
+            if check is not None:
+                check(path, converter.specs, converter.label_columns, **check_kwargs)
+            else:
+                readers.read_arrays(path, converter.specs, converter.label_columns, **check_kwargs)
+        except DataError as e:
+            return e
+        return None
+
+    spec_by_name = {f.name: f for f in converter.specs}
+    names = converter.expected
+    reasons = [_REASON_NUM if f.kind == "numeric" else _REASON_ID for f in converter.specs] + [
+        _REASON_LABEL
+    ] * len(converter.label_columns)
+    text = kinds <= {"csv", "tsv"}
+    active: list[int] = []  # indices (into files) the pipeline reads
+    tracker = _Tracker(files, "line" if text else "record", names, reasons, converter.specs,
+                       explain, on_bad_rows)  # fmt: skip
+    tracker.widths, tracker.starts, tracker.chunk_rows = {}, {}, chunk_rows
+    if text:
+        layouts: list[tuple] = []
+        meta = []
+        for i, path in enumerate(files):
+            kind = format or detect_format(path)
+            sep = delimiter or ("\t" if kind == "tsv" else ",")
+            if len(sep) != 1:
+                raise ValueError(f"`delimiter` must be one character, got delimiter={sep!r}.")
+            info = _scan_text(path, sep, column_names)
+            if info is None:
+                if explain(path) is not None:
+                    raise explain(path)
+                return fallback()
+            converter.check_columns(list(info.names), path)
+            tracker.widths[i] = len(info.names)
+            if not info.has_data:  # header-only / empty: whatever the Python reader says
+                error = explain(path)
+                if error is not None:
+                    raise error
+                tracker.seen_files.add(i)
+                continue
+            key = (info.names, sep)
+            if key not in layouts:
+                layouts.append(key)
+            meta.append((i, layouts.index(key), info.skip, info.bom))
+            tracker.starts[i] = info.skip + 1
+            active.append(i)
+        tracker.report.files = [f for i, f in enumerate(files) if i in tracker.seen_files]
+    else:
+        for i, path in enumerate(files):
+            first = next(iter(tf.data.TFRecordDataset(path, compression or "").take(1)), None)
+            if first is not None:
+                readers._check_example(converter, tf.train.Example.FromString(first.numpy()), path)
+            active.append(i)
+
+    feature_spec = {
+        f.name: tf.TensorSpec((None,) + tuple(f.input_shape),
+                              tf.string if f.dtype == "string" else tf.as_dtype(readers._np_dtype(f)))
+        for f in converter.specs
+    }  # fmt: skip
+
+    def finish(file_index, first, cols, wellformed, fields, fatal_row, fatal_kind, fatal_col):
+        """Common tail: bad masks -> report call -> kept rows."""
+        n = tf.shape(wellformed)[0]
+        feats, labels, bads, missing, truncs = {}, {}, [], [], []
+        for name in names:
+            value, bad, miss, trunc = cols[name]
+            bad = bad & wellformed
+            bads.append(bad)
+            if name in spec_by_name:
+                f = spec_by_name[name]
+                if f.kind == "numeric":
+                    value = tf.cast(value, tf.float32)
+                feats[name] = value
+                missing.append(tf.reduce_sum(tf.cast(miss & ~bad & wellformed, tf.int64)))
+                truncs.append(tf.reduce_sum(tf.cast(trunc & wellformed, tf.int64)))
+            else:
+                labels[name] = value
+        bad_any = tf.stack(bads, 1)  # [n, C]
+        keep = wellformed & ~tf.reduce_any(bad_any, axis=1)
+        where_bad = tf.where(bad_any)
+        mal = tf.where(~wellformed)[:, 0]
+        token = tf.py_function(
+            tracker,
+            [file_index, first, tf.cast(n, tf.int64), tf.reduce_sum(tf.cast(keep, tf.int64)),
+             mal, tf.gather(tf.cast(fields, tf.int64), mal), where_bad[:, 0], where_bad[:, 1],
+             tf.stack(missing), tf.stack(truncs), fatal_row, fatal_kind, fatal_col],
+            tf.int64,
+        )  # fmt: skip
+        with tf.control_dependencies([token]):
+            feats = {k: tf.boolean_mask(v, keep) for k, v in feats.items()}
+            labels = {k: tf.boolean_mask(v, keep) for k, v in labels.items()}
+        return feats, labels
+
+    def convert_cells(cells: dict, fast):
+        """Text cells of every expected column -> (value, bad, missing, truncated)."""
+        out = {}
+        for name in names:
+            c = cells[name]
+            n = tf.shape(c)[0]
+            no = tf.zeros([n], tf.bool)
+            f = spec_by_name.get(name)
+            if f is None:  # label
+                if fast:
+                    out[name] = (tf.cast(tf.equal(c, "1"), tf.int64), no, no, no)
+                else:
+                    value, bad = _label(*_numeric_slow(c))
+                    out[name] = (value, bad, no, no)
+            elif f.kind == "sequence":
+                tok = tf.strings.split(c, sep=converter.delimiter)
+                value, bad, miss, trunc = _sequence_from_ragged(
+                    f, tok, name in converter.hash_columns, from_text=True
+                )
+                out[name] = (value, bad, miss, trunc)
+            elif f.kind == "numeric":
+                if fast:
+                    empty = tf.equal(c, "")
+                    value = tf.strings.to_number(tf.where(empty, "nan", c), tf.float64)
+                    out[name] = (value, no, empty, no)
+                else:
+                    out[name] = (*_numeric_slow(c), no)
+            elif f.dtype == "string":
+                value, miss = _text(c)
+                out[name] = (value, no, miss, no)
+            elif name in converter.hash_columns:
+                value, miss = _hash(c)
+                out[name] = (value, no, miss, no)
+            elif fast:
+                value = tf.strings.to_number(tf.where(tf.equal(c, ""), "-1", c), tf.int64)
+                out[name] = (value, no, value < 0, no)
+            else:
+                out[name] = (*_ids_slow(c), no)
+        return out
+
+    def text_parser(layout):
+        file_names, sep = layout
+        width = len(file_names)
+        index = {name: file_names.index(name) for name in names}
+        esc = f"\\x{ord(sep):02x}" if ord(sep) < 128 else None
+        fast_re = None
+        if esc is not None:
+            parts = []
+            for col in file_names:
+                f = spec_by_name.get(col)
+                if col in converter.label_columns:
+                    parts.append(_FAST_LABEL)
+                elif f is None or f.kind == "sequence" or f.dtype == "string":
+                    parts.append(_FAST_TEXT.format(sep=esc))
+                elif col in converter.hash_columns:
+                    parts.append(_FAST_TEXT.format(sep=esc))
+                elif f.kind == "numeric":
+                    parts.append(_FAST_NUM)
+                else:
+                    parts.append(_FAST_INT)
+            line = esc.join(f"(?:{p})" for p in parts)
+            fast_re = f"(?:{line}\\n)*{line}"
+
+        def columns_of(matrix):
+            return {name: matrix[:, index[name]] for name in names}
+
+        def fast_path(lines):
+            cells = tf.strings.split(lines, sep=sep).to_tensor("", shape=[None, width])
+            n = tf.shape(lines)[0]
+            return (convert_cells(columns_of(cells), fast=True), tf.ones([n], tf.bool),
+                    tf.fill([n], width), tf.constant(-1, tf.int64))  # fmt: skip
+
+        def slow_path(lines):
+            n = tf.shape(lines)[0]
+            lengths = tf.strings.length(lines)
+            quotes = lengths - tf.strings.length(tf.strings.regex_replace(lines, '"', ""))
+            has_quote = quotes > 0
+            odd = tf.math.floormod(quotes, 2) == 1
+            plain = tf.strings.split(lines, sep=sep)
+            unquoted = tf.strings.regex_replace(lines, '"[^"]*"', "")
+            fields = tf.where(
+                has_quote,
+                tf.cast(tf.strings.split(unquoted, sep=sep).row_lengths(), tf.int32),
+                tf.cast(plain.row_lengths(), tf.int32),
+            )
+            fields = tf.where(tf.equal(lengths, 0), 0, fields)
+            wellformed = tf.equal(fields, width) & ~odd
+
+            def quoted():
+                dummy = tf.fill([n], sep * (width - 1))
+                return tf.stack(
+                    tf.io.decode_csv(
+                        tf.where(wellformed, lines, dummy), [""] * width, field_delim=sep,
+                        use_quote_delim=True,
+                    ), 1,
+                )  # fmt: skip
+
+            cells = tf.cond(
+                tf.reduce_any(has_quote & wellformed),
+                quoted,
+                lambda: plain.to_tensor("", shape=[None, width]),
+            )
+            fatal = tf.where(odd)[:, 0]
+            fatal_row = tf.cond(
+                tf.size(fatal) > 0, lambda: fatal[0], lambda: tf.constant(-1, tf.int64)
+            )
+            return convert_cells(columns_of(cells), fast=False), wellformed, fields, fatal_row
+
+        def parse(lines, file_index, first, bom):
+            lines = tf.cond(
+                bom & tf.equal(first, 1),
+                lambda: tf.concat([tf.strings.regex_replace(lines[:1], "^\ufeff", ""),
+                                   lines[1:]], 0),
+                lambda: lines,
+            )  # fmt: skip
+            if fast_re is not None:
+                ok = tf.strings.regex_full_match(
+                    tf.strings.reduce_join(lines, separator="\n"), fast_re
+                ) & tf.reduce_all(tf.strings.length(lines) > 0)
+                cols, wellformed, fields, fatal_row = tf.cond(
+                    ok, lambda: fast_path(lines), lambda: slow_path(lines)
+                )
+            else:
+                cols, wellformed, fields, fatal_row = slow_path(lines)
+            fatal_kind = tf.where(fatal_row >= 0, tf.constant(1, tf.int64), 0)
+            return finish(file_index, first, cols, wellformed, fields, fatal_row, fatal_kind,
+                          tf.constant(-1, tf.int64))  # fmt: skip
+
+        return parse
+
+    def record_parser():
+        features = {}
+        for name in names:
+            f = spec_by_name.get(name)
+            if f is None or f.kind == "numeric":
+                features[name] = tf.io.VarLenFeature(tf.float32)
+            elif f.dtype == "string" or name in converter.hash_columns:
+                features[name] = tf.io.VarLenFeature(tf.string)
+            else:
+                features[name] = tf.io.VarLenFeature(tf.int64)
+
+        def parse(records, file_index, first, bom):
+            del bom
+            parsed = tf.io.parse_example(records, features)
+            n = tf.shape(records)[0]
+            no = tf.zeros([n], tf.bool)
+            cols, multi = {}, []
+            for name in names:
+                f = spec_by_name.get(name)
+                rt = tf.RaggedTensor.from_sparse(parsed[name])
+                count = rt.row_lengths()
+                present = count > 0
+                if f is not None and f.kind == "sequence":
+                    cols[name] = _sequence_from_ragged(
+                        f, rt, name in converter.hash_columns, from_text=False
+                    )
+                    continue
+                multi.append(count > 1)
+                is_str = rt.dtype == tf.string
+                head = rt[:, :1].to_tensor("" if is_str else 0, shape=[None, 1])[:, 0]
+                if f is None:  # label (float32)
+                    value = tf.where(
+                        present, tf.cast(head, tf.float64), tf.constant(np.nan, tf.float64)
+                    )
+                    out, bad = _label(value, no, ~tf.math.is_finite(value))
+                    cols[name] = (out, bad, no, no)
+                elif f.kind == "numeric":
+                    value = tf.where(
+                        present, tf.cast(head, tf.float64), tf.constant(np.nan, tf.float64)
+                    )
+                    cols[name] = (value, no, ~tf.math.is_finite(value), no)
+                elif f.dtype == "string":
+                    value, miss = _text(head)
+                    cols[name] = (value, no, miss, no)
+                elif name in converter.hash_columns:
+                    value, miss = _hash(head)
+                    cols[name] = (value, no, miss, no)
+                else:
+                    value = tf.where(present, head, tf.constant(-1, tf.int64))
+                    cols[name] = (value, no, value < 0, no)
+            many = tf.reduce_any(tf.stack(multi, 1), axis=1) if multi else no
+            bad_at = tf.where(many)[:, 0]
+            fatal_row = tf.cond(
+                tf.size(bad_at) > 0, lambda: bad_at[0], lambda: tf.constant(-1, tf.int64)
+            )
+            fatal_kind = tf.where(fatal_row >= 0, tf.constant(2, tf.int64), 0)
+            return finish(file_index, first, cols, tf.ones([n], tf.bool), tf.zeros([n], tf.int32),
+                          fatal_row, fatal_kind, tf.constant(-1, tf.int64))  # fmt: skip
+
+        return parse
+
+    # Per-file block streams.
+    paths_t = tf.constant(files)
+    if text:
+        skip_t = tf.constant([0] * len(files), tf.int64)
+        bom_t = tf.constant([False] * len(files))
+        layout_t = tf.constant([0] * len(files), tf.int64)
+        skips, boms, lays = [0] * len(files), [False] * len(files), [0] * len(files)
+        for i, lay, skip, bom in meta:
+            skips[i], boms[i], lays[i] = skip, bom, lay
+        skip_t, bom_t, layout_t = (
+            tf.constant(skips, tf.int64),
+            tf.constant(boms),
+            tf.constant(lays, tf.int64),
+        )
+        comp_t = tf.constant(["GZIP" if f.endswith(".gz") else "" for f in files])
+        parsers = [text_parser(layout) for layout in layouts]
+
+        def blocks_of(i):
+            ds = tf.data.TextLineDataset(tf.gather(paths_t, i), tf.gather(comp_t, i))
+            skip = tf.gather(skip_t, i)
+            return (
+                ds.skip(skip)
+                .batch(block_rows)
+                .enumerate()
+                .map(lambda k, lines: (lines, i, skip + 1 + k * block_rows, tf.gather(bom_t, i)))
+            )
+
+        if len(parsers) == 1:
+            parse = parsers[0]
+        else:
+
+            def parse(lines, file_index, first, bom):
+                branches = [lambda p=p: p(lines, file_index, first, bom) for p in parsers]
+                return tf.switch_case(tf.gather(layout_t, file_index), branches)
+
+    else:
+        comp = compression or ""
+        parse = record_parser()
+
+        def blocks_of(i):
+            ds = tf.data.TFRecordDataset(tf.gather(paths_t, i), comp)
+            return (
+                ds.batch(block_rows)
+                .enumerate()
+                .map(lambda k, recs: (recs, i, k * block_rows, tf.constant(False)))
+            )
+
+    autotune = tf.data.AUTOTUNE
+    if not active:
+        empty = {k: np.zeros((0,) + tuple(s.shape[1:]), s.dtype.as_numpy_dtype)
+                 for k, s in feature_spec.items()}  # fmt: skip
+        empty = {k: (v.astype(object) if feature_spec[k].dtype == tf.string else v)
+                 for k, v in empty.items()}  # fmt: skip
+        ds = tf.data.Dataset.from_tensors(
+            (empty, {c: np.zeros(0, np.int64) for c in converter.label_columns})
+        ).take(0)
+    else:
+        ds = tf.data.Dataset.from_tensor_slices(tf.constant(active, tf.int64))
+        if shuffle:
+            ds = ds.shuffle(len(active), seed=seed, reshuffle_each_iteration=True)
+        reads = num_parallel_reads or 1
+        ds = ds.interleave(
+            blocks_of,
+            cycle_length=reads,
+            block_length=1,
+            **(
+                {} if reads == 1 else dict(num_parallel_calls=autotune, deterministic=deterministic)
+            ),
+        )
+        ds = ds.map(parse, num_parallel_calls=num_parallel_calls or autotune,
+                    deterministic=deterministic)  # fmt: skip
+    if shuffle:
+        ds = ds.rebatch(shuffle_chunks * chunk_rows)
+        noise = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+
+        def permute(element, r):
+            feats, labels = element
+            n = tf.shape(next(iter(labels.values())))[0]
+            order = tf.argsort(
+                tf.random.stateless_uniform([n], seed=tf.stack([r, tf.constant(seed, tf.int64)]))
+            )
+            return ({k: tf.gather(v, order) for k, v in feats.items()},
+                    {k: tf.gather(v, order) for k, v in labels.items()})  # fmt: skip
+
+        ds = tf.data.Dataset.zip(ds, noise).map(permute, num_parallel_calls=autotune)
+    if cache:
+        ds = ds.cache()
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.rebatch(batch_size, drop_remainder=drop_remainder).prefetch(autotune)
+    if num_threads:
+        options = tf.data.Options()
+        options.threading.private_threadpool_size = num_threads
+        ds = ds.with_options(options)
+    ds.report = tracker.report
+    ds.files = files
+    ds.errors = tracker.errors
+    ds.engine = "native"
+    return ds
+
+
+def check_native_files(paths, specs, label_columns=("label",), **kwargs) -> ReadReport:
+    """`readers.check_files` by the native path: read and check every row, return the report.
+
+    Takes the keyword arguments of `make_native_dataset`; raises the same `DataError`.
+
+    Example:
+
+    >>> import os, tempfile
+    >>> from keras_rankmixer.features import CategoricalFeature
+    >>> path = os.path.join(tempfile.mkdtemp(), "clicks.csv")
+    >>> _ = open(path, "w").write("label,user\\n1,3\\n2,4\\n")
+    >>> report = check_native_files(path, [CategoricalFeature("user", vocabulary_size=10)],
+    ...                             on_bad_rows="skip")
+    >>> report.rows_read, report.rows_kept, report.skipped
+    (2, 1, {"label must be 0 or 1 in column 'label'": 1})
+    """
+    kwargs.setdefault("batch_size", kwargs.get("block_rows", 8192))
+    ds = make_native_dataset(paths, specs, label_columns, **kwargs)
+    if ds.engine != "native":
+        return readers.check_files(paths, specs, label_columns, **_python_kwargs(kwargs))
+    try:
+        for _ in ds:
+            pass
+    except Exception:
+        if ds.errors:
+            raise ds.errors[-1] from None
+        raise
+    return ds.report
+
+
+def _python_kwargs(kwargs):
+    drop = {"batch_size", "shuffle", "seed", "repeat", "drop_remainder", "cache",
+            "shuffle_chunks", "block_rows", "num_parallel_calls", "num_parallel_reads",
+            "num_threads", "deterministic"}  # fmt: skip
+    return {k: v for k, v in kwargs.items() if k not in drop}
