@@ -61,13 +61,13 @@ def evaluate_run(
         )
     with open(os.path.join(run_dir, runs.CONFIG_FILE)) as f:
         config = check_config(json.load(f))
-    with open(os.path.join(run_dir, runs.FEATURES_FILE)) as f:
-        specs = [feature_from_config(c) for c in json.load(f)]
     data = data or config["test"] or config["valid"]
     if not data:
         raise ValueError(
             f"{run_dir} was trained on synthetic data and has no test files; pass --data FILE."
         )
+    with open(os.path.join(run_dir, runs.FEATURES_FILE)) as f:
+        specs = [feature_from_config(c) for c in json.load(f)]
     hash_columns = set(config["hash_columns"])
     if config["features"] in ("frappe", "criteo"):
         hash_columns |= set(load_specs(config)[1])

@@ -431,26 +431,12 @@ def build_and_train(config: dict, scope=None, extra_callbacks=()) -> dict:
                 f"{run_dir} holds an interrupted run with a different config ({changed}); "
                 "use another --run-dir or --overwrite."
             )
-    # Data first: a bad or empty file fails before anything is written or removed.
+    # Data and model first: a bad or empty file, an unknown model or preset fail before
+    # anything is written or removed.
+    keras.utils.set_random_seed(config["seed"])
     data = load_data(config)
     specs = data["specs"]
     _warn_few_steps(config, data["rows"].get("train"))
-    if config["overwrite"]:
-        import shutil
-
-        for name in (runs.BACKUP_DIR, runs.HISTORY_FILE, runs.METRICS_FILE, runs.BEST_WEIGHTS_FILE):
-            path = os.path.join(run_dir, name)
-            if os.path.isdir(path):
-                shutil.rmtree(path)
-            elif os.path.exists(path):
-                os.remove(path)
-    os.makedirs(run_dir, exist_ok=True)
-    keras.utils.set_random_seed(config["seed"])
-    runs.write_json(config_path, config)
-    runs.write_json(
-        os.path.join(run_dir, runs.FEATURES_FILE), [feature_to_config(f) for f in specs]
-    )
-
     with scope() if scope is not None else contextlib.nullcontext():
         model = build_model(config, specs)
         optimizer = keras.optimizers.get(
@@ -465,6 +451,20 @@ def build_and_train(config: dict, scope=None, extra_callbacks=()) -> dict:
             metrics={t: [keras.metrics.AUC(name="auc")] for t in config["labels"]},
             jit_compile=config["jit_compile"],
         )
+    if config["overwrite"]:
+        import shutil
+
+        for name in (runs.BACKUP_DIR, runs.HISTORY_FILE, runs.METRICS_FILE, runs.BEST_WEIGHTS_FILE):
+            path = os.path.join(run_dir, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            elif os.path.exists(path):
+                os.remove(path)
+    os.makedirs(run_dir, exist_ok=True)
+    runs.write_json(config_path, config)
+    runs.write_json(
+        os.path.join(run_dir, runs.FEATURES_FILE), [feature_to_config(f) for f in specs]
+    )
     stats = count_model(model)
     print(
         f"[train] {config['model']}: {stats['params']:,} params ({stats['dense_params']:,} "
