@@ -241,6 +241,20 @@ class Backbone(keras.Model):
         return cls(**config)
 
     @classmethod
+    def block_counts(cls, **config: Any) -> dict[str, int]:
+        """Parameters and forward FLOPs per example of the blocks of a config, unbuilt.
+
+        What a preset states (`BackbonePreset.block_params`, `block_flops_per_sample`) and
+        the tests check: every backbone class with presets defines it (keys
+        `block_params`, `block_flops_per_sample`; `config` as in the preset, no features).
+        """
+        raise NotImplementedError(
+            f"{cls.__name__}.block_counts is not defined; a backbone with presets defines this "
+            "classmethod so the presets' stated counts can be checked (see "
+            "RankMixerBackbone.block_counts)."
+        )
+
+    @classmethod
     def from_preset(
         cls, preset: str, features: Sequence[Feature | Mapping], **overrides: Any
     ) -> Backbone:

@@ -3,8 +3,10 @@
 Each `BackbonePreset` names a registered backbone (`models.backbone.get_backbone_class`),
 the constructor arguments of its size (everything but the feature specs), a one-line
 description, and the parameter and FLOP counts of its blocks, stated here and checked
-against `keras_rankmixer.flops.count_config` by the tests (`tests/models/test_presets.py`).
-The README's preset table is `preset_table()` verbatim (also tested).
+against the backbone class's `block_counts(**config)` (for RankMixer,
+`keras_rankmixer.flops.count_config`) by the tests (`tests/models/test_presets.py`).
+The README's preset table is `preset_table()` verbatim (also tested); after changing a preset,
+paste the output of `python -m keras_rankmixer.models.presets` into the README.
 
 Block parameters follow Eq. 12, `2 * L * T * D * H_ffn`, plus the FFN biases and the two
 LayerNorms per block; the tokenizer and towers depend on the features and tasks and are not
@@ -164,14 +166,24 @@ def preset_table() -> str:
     order = sorted(BACKBONE_PRESETS.values(), key=lambda p: (p.backbone, p.block_params))
     for p in order:
         c = p.config
-        hidden = resolve_hidden_dim(c["token_dim"], c.get("hidden_ratio", 4), c.get("hidden_dim"))
-        ratio = f"{hidden / c['token_dim']:.2f}".rstrip("0").rstrip(".")
+        if "token_dim" in c:  # a token-based backbone: its FFN width and ratio
+            hidden = resolve_hidden_dim(
+                c["token_dim"], c.get("hidden_ratio", 4), c.get("hidden_dim")
+            )
+            ratio = f"{hidden / c['token_dim']:.2f}".rstrip("0").rstrip(".")
+            ffn = f"{hidden} ({ratio})"
+        else:
+            ffn = "-"
         params = _human(p.block_params)
         if p.paper_params:
             params += f" (paper: {_human(p.paper_params)})"
+        cells = [c.get(k, "-") for k in ("num_tokens", "token_dim", "num_layers")]
         rows.append(
-            f"| `{p.name}` | {p.backbone} | {c['num_tokens']} | {c['token_dim']} | "
-            f"{c['num_layers']} | {hidden} ({ratio}) | {params} | "
+            f"| `{p.name}` | {p.backbone} | {' | '.join(map(str, cells))} | {ffn} | {params} | "
             f"{_human(p.block_flops_per_sample)} | {p.description} |"
         )
     return "\n".join(rows)
+
+
+if __name__ == "__main__":  # python -m keras_rankmixer.models.presets: the README's table
+    print(preset_table())

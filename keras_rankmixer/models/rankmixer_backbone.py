@@ -8,6 +8,7 @@ from typing import Any
 import keras
 
 from keras_rankmixer.features import Feature
+from keras_rankmixer.flops import count_config
 from keras_rankmixer.layers.activations import get_activation
 from keras_rankmixer.layers.feature_tokenizer import FeatureTokenizer
 from keras_rankmixer.layers.rankmixer_block import RankMixerBlock
@@ -218,6 +219,18 @@ class RankMixerBackbone(Backbone):
             if ffn_factory is not None or block_ffns is not None
             else None
         )
+
+    @classmethod
+    def block_counts(cls, **config: Any) -> dict[str, int]:
+        """Block parameters and FLOPs per example of a config (`flops.count_config`).
+
+        Example:
+
+        >>> RankMixerBackbone.block_counts(num_tokens=4, token_dim=32, num_layers=2, hidden_ratio=2)
+        {'block_params': 33792, 'block_flops_per_sample': 65536}
+        """
+        counts = count_config(**config)
+        return {k: counts[k] for k in ("block_params", "block_flops_per_sample")}
 
     def get_config(self) -> dict:
         config = super().get_config()
