@@ -157,6 +157,39 @@ def parse_examples(serialized, input_specs: Mapping[str, Any]) -> dict:
     return out
 
 
+def check_sequence_lengths(features: Mapping[str, Any], input_specs: Mapping[str, Any]) -> dict:
+    """Graph ops that reject a sequence input whose length is not its `max_length`.
+
+    A signature's declared shape `(batch, max_length)` is not enforced when it is called:
+    TF Serving (and `tf.saved_model.load(...).signatures[...]`) would feed a `(batch, 3)` or
+    `(batch, 7)` tensor straight into the model and score it. The served graph refuses it
+    instead, with an `InvalidArgumentError` naming the feature (TF Serving answers
+    INVALID_ARGUMENT with this text). Callers pad short sequences with -1 (or "") as the
+    readers do; the `tf_example` signature, whose lists have any length, pads and truncates
+    before this check.
+    """
+    import tensorflow as tf
+
+    out = dict(features)
+    for name, spec in input_specs.items():
+        if len(spec.shape) == 2 and spec.shape[1] is not None:
+            length = int(spec.shape[1])
+            got = tf.shape(features[name], out_type=tf.int64)[1]
+            check = tf.debugging.Assert(
+                tf.equal(got, length),
+                [
+                    # no quotes: TF escapes them in the error text
+                    f"feature {name}: a sequence needs exactly {length} values per row "
+                    "(max_length; pad with -1, or the empty string for strings), got",
+                    got,
+                ],
+                name=f"check_length_{name}",
+            )
+            with tf.control_dependencies([check]):
+                out[name] = tf.identity(features[name])
+    return out
+
+
 def make_examples(features: Mapping[str, Any]) -> list[bytes]:
     """Serialize a columnar batch `{name: array}` into one `tf.Example` per row.
 
@@ -509,7 +542,7 @@ def export_saved_model(
     )
 
     def serve(features):
-        outputs = serving_model(features, training=False)
+        outputs = serving_model(check_sequence_lengths(features, input_specs), training=False)
         return {k: tf.cast(v, tf.float32) for k, v in outputs.items()}
 
     def serve_examples(examples):

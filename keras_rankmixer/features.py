@@ -198,11 +198,24 @@ def feature_to_config(feature: Feature) -> dict:
 
 def feature_from_config(config: Mapping) -> Feature:
     """Inverse of `feature_to_config`."""
+    if not isinstance(config, Mapping):
+        raise FeatureError(f"a feature spec is a JSON object, got {config!r}.")
     config = dict(config)
     kind = config.pop("kind", "categorical")
     if kind not in _KINDS:
         raise FeatureError(f"unknown feature kind {kind!r}; expected one of {sorted(_KINDS)}.")
-    return _KINDS[kind](**config)
+    cls = _KINDS[kind]
+    valid = [f.name for f in dataclasses.fields(cls)]
+    name = config.get("name", "?")
+    unknown = sorted(set(config) - set(valid))
+    if unknown:
+        raise FeatureError(
+            f"feature {name!r}: unknown key(s) {unknown} for kind {kind!r}; valid keys: "
+            f"{['kind', *valid]}."
+        )
+    if "name" not in config:
+        raise FeatureError(f"a {kind!r} feature spec needs a 'name' (got keys {sorted(config)}).")
+    return cls(**config)
 
 
 def check_features(features: Sequence[Feature]) -> list[Feature]:

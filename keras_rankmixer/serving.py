@@ -180,13 +180,14 @@ def validate_request(inputs: Mapping[str, Any], signature: SignatureInfo) -> dic
                 f"missing feature {name!r} for signature {signature.name!r} "
                 f"(expected: {sorted(expected)})."
             )
-        x = np.asarray(inputs[name])
+        x = _as_array(name, inputs[name], info)
         if info.dtype == "string":
             if x.size and not _is_string_array(x):
                 raise FeatureError(f"feature {name!r}: expected strings, got dtype {x.dtype}.")
             flat = [v.encode() if isinstance(v, str) else bytes(v) for v in x.reshape(-1)]
             x = np.asarray(flat, dtype=object).reshape(x.shape)
         elif info.dtype.startswith(("int", "uint")):
+            _check_int_range(name, x, info.dtype)
             if x.size and x.dtype.kind not in "iu":
                 raise FeatureError(
                     f"feature {name!r}: expected integer ids ({info.dtype}), got dtype {x.dtype}"
@@ -219,6 +220,98 @@ def validate_request(inputs: Mapping[str, Any], signature: SignatureInfo) -> dic
                     f"({batch[1]})."
                 )
             batch = batch or (name, x.shape[0])
+        out[name] = x
+    return out
+
+
+def _as_array(name: str, value: Any, info: TensorInfo) -> np.ndarray:
+    """`np.asarray` with errors naming the feature: ragged lists, `None` (missing: NaN for
+    numbers; for ids and strings it has to be -1 / "")."""
+    if info.dtype.startswith(("float", "bfloat")) and isinstance(value, list | tuple):
+        value = _none_to_nan(value)
+    if info.dtype.startswith(("int", "uint")) and isinstance(value, list | tuple):
+        # Before numpy: [2**63, 1] would silently become float64 (and lose the id).
+        _check_int_range(name, np.asarray(_flat(value) or [0], dtype=object), info.dtype)
+    try:
+        x = np.asarray(value)
+    except ValueError:
+        lengths = sorted({len(v) for v in value if isinstance(v, list | tuple | np.ndarray)})
+        want = info.shape[1] if info.shape is not None and len(info.shape) > 1 else None
+        raise FeatureError(
+            f"feature {name!r}: rows of different lengths {lengths}; every row needs "
+            + (f"exactly {want} values" if want and want > 0 else "the same number of values")
+            + " (pad short sequences with -1, or '' for strings)."
+        ) from None
+    if x.dtype == object and any(v is None for v in x.reshape(-1)):
+        missing = (
+            "NaN"
+            if info.dtype.startswith(("float", "bfloat"))
+            else ("''" if info.dtype == "string" else "-1")
+        )
+        raise FeatureError(f"feature {name!r}: None in the values; send {missing} for missing.")
+    return x
+
+
+def _flat(value) -> list:
+    if isinstance(value, list | tuple):
+        return [x for v in value for x in _flat(v)]
+    return [value]
+
+
+def _none_to_nan(value):
+    if isinstance(value, list | tuple):
+        return [_none_to_nan(v) for v in value]
+    return math.nan if value is None else value
+
+
+def _check_int_range(name: str, x: np.ndarray, dtype: str) -> None:
+    """Ids outside the signature's integer range (e.g. 2**63 for int64) are an error, not a
+    silent wrap-around."""
+    info = np.iinfo(dtype)
+    if x.dtype.kind == "u" and x.size and x.max() > info.max:
+        bad = int(x.max())
+    elif x.dtype == object and x.size:
+        out = [
+            v
+            for v in x.reshape(-1)
+            if isinstance(v, int) and not isinstance(v, bool) and not info.min <= v <= info.max
+        ]
+        if not out:
+            return
+        bad = out[0]
+    else:
+        return
+    raise FeatureError(
+        f"feature {name!r}: id {bad} is outside the {dtype} range [{info.min}, {info.max}]."
+    )
+
+
+def cast_request(
+    inputs: Mapping[str, Any], signature: SignatureInfo | None = None
+) -> dict[str, np.ndarray]:
+    """Arrays in the signature's dtypes without any checks (`validate=False`).
+
+    JSON numbers arrive as Python floats (float64) and ints: sent as they are, a float32
+    input gets a double tensor and TF rejects the request. With `signature` each input is
+    cast to its declared dtype; without one, floats become float32, ints int64 and text
+    bytes (the dtypes of a `keras_rankmixer` export).
+    """
+    dtypes = {k: v.dtype for k, v in signature.inputs.items()} if signature else {}
+    out = {}
+    for name, value in inputs.items():
+        if isinstance(value, list | tuple):
+            value = _none_to_nan(value)
+        x = np.asarray(value)
+        want = dtypes.get(name)
+        if want is None:
+            want = {"f": "float32", "i": "int64", "u": "int64"}.get(x.dtype.kind)
+            if x.dtype.kind in "USO":
+                want = "string"
+        if want == "string":
+            flat = [v.encode() if isinstance(v, str) else v for v in x.reshape(-1)]
+            x = np.asarray(flat, dtype=object).reshape(x.shape)
+        elif want is not None and want != "bool":
+            x = x.astype("float32" if want == "bfloat16" else want)
         out[name] = x
     return out
 
@@ -333,7 +426,13 @@ class _Client:
         """Validate (unless `validate=False`) and convert a request; returns numpy arrays."""
         if self.validate:
             return validate_request(inputs, self.signature(signature_name))
-        return {k: np.asarray(v) for k, v in inputs.items()}
+        return cast_request(inputs, self._known_signature(signature_name))
+
+    def _known_signature(self, name: str | None) -> SignatureInfo | None:
+        """The signature if its metadata is at hand without a call to the server."""
+        if self._signatures is None:
+            return None
+        return self._signatures.get(name or self.signature_name)
 
 
 class GrpcClient(_Client):
@@ -390,7 +489,8 @@ class GrpcClient(_Client):
         try:
             return method(request, timeout=self.timeout)
         except grpc.RpcError as e:
-            raise ServingError(f"{self.target}: {e.code().name}: {e.details()}") from e
+            details = _first_error_line(e.details() or "")
+            raise ServingError(f"{self.target}: {e.code().name}: {details}") from e
 
     def _fetch_signatures(self) -> dict[str, SignatureInfo]:
         from tensorflow_serving.apis import get_model_metadata_pb2
@@ -521,6 +621,9 @@ class LocalClient(_Client):
     def _fetch_signatures(self) -> dict[str, SignatureInfo]:
         return signatures_from_saved_model(self.path)
 
+    def _known_signature(self, name: str | None) -> SignatureInfo | None:
+        return self.signatures().get(name or self.signature_name)  # local: no server call
+
     def predict(
         self, inputs: Mapping[str, Any], signature_name: str | None = None
     ) -> dict[str, np.ndarray]:
@@ -528,21 +631,59 @@ class LocalClient(_Client):
 
         signature_name = signature_name or self.signature_name
         arrays = self.prepare(inputs, signature_name)
+        if signature_name not in self._loaded.signatures:
+            raise ServingError(
+                f"{self.path}: no signature {signature_name!r}; it has "
+                f"{sorted(self._loaded.signatures)}."
+            )
         fn = self._loaded.signatures[signature_name]
-        out = fn(**{k: tf.constant(v) for k, v in arrays.items()})
+        try:
+            out = fn(**{k: tf.constant(v) for k, v in arrays.items()})
+        except (tf.errors.OpError, TypeError, ValueError) as e:
+            # What TF Serving would answer (INVALID_ARGUMENT and the graph's message), e.g. a
+            # sequence of the wrong length sent with validate=False.
+            text = getattr(e, "message", None) or str(e)
+            raise ServingError(f"{self.path}: {_first_error_line(text)}") from e
         return {k: v.numpy() for k, v in out.items()}
+
+
+def _first_error_line(text: str) -> str:
+    """The informative line of a TF error: an assertion's message, else the first line."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith("assertion failed:"):
+            return line
+    return lines[0] if lines else text
 
 
 def load_request(path: str) -> dict[str, Any]:
     """Read a request file: a JSON object `{feature: [values]}` (columnar), a JSON list of
     instance objects, a `{"inputs": ...}` / `{"instances": ...}` REST body, or JSON lines
     (one instance object per line). Returns the columnar form."""
+    if not os.path.isfile(path):
+        raise FeatureError(f"request file not found: {path}")
     with open(path) as f:
         text = f.read()
+    if not text.strip():
+        raise FeatureError(f"{path}: empty request file.")
     try:
         data = json.loads(text)
-    except json.JSONDecodeError:
-        data = [json.loads(line) for line in text.splitlines() if line.strip()]
+    except json.JSONDecodeError as whole:
+        lines = [(i, line) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
+        if len(lines) == 1:  # one line: it was meant as one JSON document
+            raise FeatureError(
+                f"{path}: not valid JSON ({whole.msg} at line {whole.lineno}, column "
+                f"{whole.colno})."
+            ) from None
+        data = []
+        for i, line in lines:
+            try:
+                data.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise FeatureError(
+                    f"{path}: not valid JSON ({whole.msg} at line {whole.lineno}, column "
+                    f"{whole.colno}), nor JSON lines (line {i}: {e.msg} at column {e.colno})."
+                ) from None
     if isinstance(data, dict) and "inputs" in data:
         data = data["inputs"]
     elif isinstance(data, dict) and "instances" in data:

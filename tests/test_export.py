@@ -395,10 +395,16 @@ def test_cli_export_from_run_directory_and_keras_file(exported, tmp_path, capsys
     assert report["max_abs_diff"] is None
     # features.json that does not match the model's inputs is an error naming both.
     (run_dir / "features.json").write_text(json.dumps([feature_to_config(FEATURES[0])]))
-    with pytest.raises(ValueError, match=r"declares features \['user'\]"):
-        cli_main(["export", str(run_dir), "--output", base])
-    with pytest.raises(ValueError, match="SOURCE must be a .keras file or a run directory"):
-        cli_main(["export", str(tmp_path / "model.h5"), "--output", base])
+    # (CLI errors are one line on stderr and exit status 2, #19.)
+    assert cli_main(["export", str(run_dir), "--output", base]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"[export] error: {run_dir / 'features.json'} declares features ['user']")
+    assert err.count("\n") == 1
+    assert cli_main(["export", str(tmp_path / "model.h5"), "--output", base]) == 2
+    assert capsys.readouterr().err == (
+        "[export] error: SOURCE must be a .keras file or a run directory, got "
+        f"{str(tmp_path / 'model.h5')!r}.\n"
+    )
 
 
 def test_sparse_moe_model_exports(tmp_path):

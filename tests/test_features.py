@@ -96,3 +96,17 @@ def test_string_feature_model_predicts_and_is_not_jit():
     out = model.predict(good(), verbose=0)["click"]
     assert out.shape == (2, 1) and np.isfinite(out).all()
     assert not all(layer.supports_jit for layer in model._flatten_layers())
+
+
+def test_spec_key_typo_names_feature_key_and_valid_keys():
+    with pytest.raises(FeatureError) as err:
+        feature_from_config({"kind": "sequence", "name": "hist", "max_len": 5})
+    assert str(err.value) == (
+        "feature 'hist': unknown key(s) ['max_len'] for kind 'sequence'; valid keys: ['kind', "
+        "'name', 'vocabulary_size', 'vocabulary', 'num_hash_bins', 'embedding_dim', 'group', "
+        "'dtype', 'max_length', 'pooling']."
+    )
+    with pytest.raises(FeatureError, match=r"^a 'numeric' feature spec needs a 'name'"):
+        feature_from_config({"kind": "numeric", "mean": 1.0})
+    with pytest.raises(FeatureError, match=r"^a feature spec is a JSON object, got 'user'"):
+        feature_from_config("user")
