@@ -171,6 +171,14 @@ def set_embedding_regularizer(model: keras.Model, l2: float) -> None:
             layer.embedding.embeddings.regularizer = regularizer
 
 
+def check_model_kwargs(cls: type, kwargs: Mapping[str, Any], allowed: Sequence[str] = ()) -> None:
+    """`TypeError` for keyword arguments `keras.Model` would silently drop (a typo, a wrong
+    override); `trainable` and `allowed` pass."""
+    unknown = sorted(set(kwargs) - {"trainable", *allowed})
+    if unknown:
+        raise TypeError(f"{cls.__name__} got unexpected keyword argument(s) {unknown}.")
+
+
 class Backbone(keras.Model):
     """Base class of the backbones: a functional model from raw features to `(batch, width)`.
 
@@ -205,6 +213,7 @@ class Backbone(keras.Model):
         dtype: DTypeLike = None,
         **kwargs: Any,
     ) -> None:
+        check_model_kwargs(type(self), kwargs, allowed=("inputs", "outputs", "name"))
         super().__init__(*args, **kwargs)
         if dtype is not None:
             self.dtype_policy = keras.dtype_policies.get(dtype)

@@ -11,7 +11,7 @@ import keras
 from keras_rankmixer.features import Feature
 from keras_rankmixer.layers._checks import check_rate
 from keras_rankmixer.layers.activations import get_activation
-from keras_rankmixer.models.backbone import Backbone
+from keras_rankmixer.models.backbone import Backbone, check_model_kwargs
 from keras_rankmixer.training.compile import DEFAULT_JIT_COMPILE, ranking_compile_arguments
 from keras_rankmixer.types import ActivationLike, DTypeLike
 
@@ -160,6 +160,7 @@ class Ranker(keras.Model):
             raise ValueError(
                 f"`backbone` must be a keras_rankmixer Backbone, got backbone={backbone!r}."
             )
+        check_model_kwargs(type(self), kwargs)
         options = task_options(tasks)
         tower_units = check_units("tower_units", tower_units)
         check_rate("tower_dropout", tower_dropout)
@@ -261,6 +262,17 @@ class Ranker(keras.Model):
                 **kwargs,
             )
         )
+
+    def compile_from_config(self, config: dict) -> None:
+        """Restore the saved compile state (`keras.saving.load_model` calls this).
+
+        The saved config holds the resolved arguments (no `"auto"` left), so they are
+        passed to `keras.Model.compile` as they are.
+        """
+        config = keras.saving.deserialize_keras_object(config)
+        super().compile(**config)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)  # optimizer variables to load into
 
     def get_config(self) -> dict:
         # Not chained to keras.Model (see Backbone.get_config).
