@@ -272,10 +272,11 @@ def test_bad_input(results, case):
 
 def test_metrics_report_examples_and_lines_with_skip(tmp_path):
     """`--on-bad-rows skip`: the run trains on the good rows; metrics.json keeps up to 20
-    examples with their exact lines (one off per earlier malformed row, before #19)."""
+    examples with their exact lines (before #19: 5, without lines for malformed rows, and
+    later lines one off per earlier malformed row)."""
     d = str(tmp_path)
     write_files(d)
-    bad = COLUMNS + "\n" + "1,3,a,1,0.5\n0,4\n" * 3 + "2,4,b,3,0.1\n" + rows(60, 3)
+    bad = COLUMNS + "\n" + "1,3,a,1,0.5\n0,4\n" * 7 + "2,4,b,3,0.1\n" + rows(60, 3)
     with open(os.path.join(d, "skip.csv"), "w") as f:
         f.write(bad)
     from keras_rankmixer import cli
@@ -285,10 +286,11 @@ def test_metrics_report_examples_and_lines_with_skip(tmp_path):
     assert cli.main(argv) == 0
     with open(os.path.join(run, "metrics.json")) as f:
         report = json.load(f)["train_data"]
-    assert report["rows_read"] == 67 and report["rows_kept"] == 63
+    assert report["rows_read"] == 75 and report["rows_kept"] == 67
     lines = [e.split(": ", 1)[0] for e in report["examples"]]
     path = os.path.join(d, "skip.csv")
-    assert lines == [f"{path}, line {n}" for n in (3, 5, 7, 8)], report["examples"]
+    want = (3, 5, 7, 9, 11, 13, 15, 16)  # more than the 5 metrics.json kept before #19
+    assert lines == [f"{path}, line {n}" for n in want], report["examples"]
 
 
 # ------------------------------------------------------------------ real processes
