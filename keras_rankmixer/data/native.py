@@ -114,6 +114,11 @@ _REASON_LABEL = "label must be 0 or 1"
 # Cell conversion (TF ops): each mirrors a `readers._Converter` method.
 
 
+def _plain(fn):
+    """`fn` traced as plain TF code (no autograph conversion: much faster to build)."""
+    return _tf().autograph.experimental.do_not_convert(fn)
+
+
 def _tf():
     import tensorflow as tf
 
@@ -545,110 +550,124 @@ def make_native_dataset(
         for f in converter.specs
     }  # fmt: skip
 
-    def finish(file_index, first, cols, wellformed, fields, fatal_row, fatal_kind, fatal_col):
-        """Common tail: bad masks -> report call -> kept rows."""
+    # Columns of one kind are converted together, as one [rows, columns] matrix, so the
+    # graph (and its set-up time per iterator) does not grow with the number of columns.
+    def kind_of(name):
+        f = spec_by_name.get(name)
+        if f is None:
+            return "label"
+        if f.kind == "sequence":
+            return "seq:" + name
+        if f.kind == "numeric":
+            return "num"
+        if f.dtype == "string":
+            return "text"
+        return "hash" if name in converter.hash_columns else "id"
+
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(kind_of(name), []).append(name)
+    group_order = [name for members in groups.values() for name in members]
+    perm = [group_order.index(name) for name in names]  # group order -> expected order
+    num_features = len(converter.specs)
+
+    def convert_text(kind, m, fast):
+        """[n, k] text cells of one group -> (value, bad, missing, truncated)."""
+        no = tf.zeros(tf.shape(m), tf.bool)
+        if kind.startswith("seq:"):
+            f = spec_by_name[kind[4:]]
+            tok = tf.strings.split(m[:, 0], sep=converter.delimiter)
+            value, bad, miss, trunc = _sequence_from_ragged(
+                f, tok, f.name in converter.hash_columns, from_text=True
+            )
+            return value, bad[:, None], miss[:, None], trunc[:, None]
+        if kind == "label":
+            if fast:
+                return tf.cast(tf.equal(m, "1"), tf.int64), no, no, no
+            value, bad = _label(*_numeric_slow(m))
+            return value, bad, no, no
+        if kind == "num":
+            if fast:
+                empty = tf.equal(m, "")
+                return tf.strings.to_number(tf.where(empty, "nan", m), tf.float64), no, empty, no
+            return (*_numeric_slow(m), no)
+        if kind == "text":
+            value, miss = _text(m)
+            return value, no, miss, no
+        if kind == "hash":
+            value, miss = _hash(m)
+            return value, no, miss, no
+        if fast:
+            value = tf.strings.to_number(tf.where(tf.equal(m, ""), "-1", m), tf.int64)
+            return value, no, value < 0, no
+        return (*_ids_slow(m), no)
+
+    def finish(file_index, first, conv, wellformed, fields, fatal_row, fatal_kind):
+        """Common tail: bad masks -> the block's counts to Python -> the kept rows."""
         n = tf.shape(wellformed)[0]
-        feats, labels, bads, missing, truncs = {}, {}, [], [], []
-        for name in names:
-            value, bad, miss, trunc = cols[name]
-            bad = bad & wellformed
-            bads.append(bad)
-            if name in spec_by_name:
-                f = spec_by_name[name]
-                if f.kind == "numeric":
-                    value = tf.cast(value, tf.float32)
-                feats[name] = value
-                missing.append(tf.reduce_sum(tf.cast(miss & ~bad & wellformed, tf.int64)))
-                truncs.append(tf.reduce_sum(tf.cast(trunc & wellformed, tf.int64)))
-            else:
-                labels[name] = value
-        bad_any = tf.stack(bads, 1)  # [n, C]
-        keep = wellformed & ~tf.reduce_any(bad_any, axis=1)
-        where_bad = tf.where(bad_any)
+        wf = wellformed[:, None]
+        bad = tf.concat([b for _, b, _, _ in conv], 1) & wf
+        miss = tf.concat([m for _, _, m, _ in conv], 1) & ~bad & wf
+        trunc = tf.concat([t for _, _, _, t in conv], 1) & wf
+        bad_e = tf.gather(bad, perm, axis=1)
+        missing = tf.gather(tf.reduce_sum(tf.cast(miss, tf.int64), 0), perm)[:num_features]
+        truncs = tf.gather(tf.reduce_sum(tf.cast(trunc, tf.int64), 0), perm)[:num_features]
+        keep = wellformed & ~tf.reduce_any(bad, axis=1)
+        kept = tf.where(keep)[:, 0]
+        where_bad = tf.where(bad_e)
         mal = tf.where(~wellformed)[:, 0]
         token = tf.py_function(
             tracker,
-            [file_index, first, tf.cast(n, tf.int64), tf.reduce_sum(tf.cast(keep, tf.int64)),
-             mal, tf.gather(tf.cast(fields, tf.int64), mal), where_bad[:, 0], where_bad[:, 1],
-             tf.stack(missing), tf.stack(truncs), fatal_row, fatal_kind, fatal_col],
+            [file_index, first, tf.cast(n, tf.int64), tf.size(kept, out_type=tf.int64), mal,
+             tf.gather(tf.cast(fields, tf.int64), mal), where_bad[:, 0], where_bad[:, 1],
+             missing, truncs, fatal_row, fatal_kind, tf.constant(-1, tf.int64)],
             tf.int64,
         )  # fmt: skip
+        feats, labels = {}, {}
         with tf.control_dependencies([token]):
-            feats = {k: tf.boolean_mask(v, keep) for k, v in feats.items()}
-            labels = {k: tf.boolean_mask(v, keep) for k, v in labels.items()}
+            for (kind, members), (value, _, _, _) in zip(groups.items(), conv, strict=True):
+                value = tf.gather(value, kept)
+                if kind == "num":
+                    value = tf.cast(value, tf.float32)
+                if kind.startswith("seq:"):
+                    feats[members[0]] = value
+                    continue
+                for j, name in enumerate(members):
+                    (labels if kind == "label" else feats)[name] = value[:, j]
         return feats, labels
-
-    def convert_cells(cells: dict, fast):
-        """Text cells of every expected column -> (value, bad, missing, truncated)."""
-        out = {}
-        for name in names:
-            c = cells[name]
-            n = tf.shape(c)[0]
-            no = tf.zeros([n], tf.bool)
-            f = spec_by_name.get(name)
-            if f is None:  # label
-                if fast:
-                    out[name] = (tf.cast(tf.equal(c, "1"), tf.int64), no, no, no)
-                else:
-                    value, bad = _label(*_numeric_slow(c))
-                    out[name] = (value, bad, no, no)
-            elif f.kind == "sequence":
-                tok = tf.strings.split(c, sep=converter.delimiter)
-                value, bad, miss, trunc = _sequence_from_ragged(
-                    f, tok, name in converter.hash_columns, from_text=True
-                )
-                out[name] = (value, bad, miss, trunc)
-            elif f.kind == "numeric":
-                if fast:
-                    empty = tf.equal(c, "")
-                    value = tf.strings.to_number(tf.where(empty, "nan", c), tf.float64)
-                    out[name] = (value, no, empty, no)
-                else:
-                    out[name] = (*_numeric_slow(c), no)
-            elif f.dtype == "string":
-                value, miss = _text(c)
-                out[name] = (value, no, miss, no)
-            elif name in converter.hash_columns:
-                value, miss = _hash(c)
-                out[name] = (value, no, miss, no)
-            elif fast:
-                value = tf.strings.to_number(tf.where(tf.equal(c, ""), "-1", c), tf.int64)
-                out[name] = (value, no, value < 0, no)
-            else:
-                out[name] = (*_ids_slow(c), no)
-        return out
 
     def text_parser(layout):
         file_names, sep = layout
         width = len(file_names)
-        index = {name: file_names.index(name) for name in names}
+        cols_of = {kind: [file_names.index(name) for name in members]
+                   for kind, members in groups.items()}  # fmt: skip
         esc = f"\\x{ord(sep):02x}" if ord(sep) < 128 else None
         fast_re = None
         if esc is not None:
             parts = []
             for col in file_names:
-                f = spec_by_name.get(col)
-                if col in converter.label_columns:
-                    parts.append(_FAST_LABEL)
-                elif f is None or f.kind == "sequence" or f.dtype == "string":
-                    parts.append(_FAST_TEXT.format(sep=esc))
-                elif col in converter.hash_columns:
-                    parts.append(_FAST_TEXT.format(sep=esc))
-                elif f.kind == "numeric":
-                    parts.append(_FAST_NUM)
-                else:
-                    parts.append(_FAST_INT)
+                kind = kind_of(col) if col in names else "text"
+                parts.append({"label": _FAST_LABEL, "num": _FAST_NUM, "id": _FAST_INT}.get(
+                    kind, _FAST_TEXT.format(sep=esc)))  # fmt: skip
             line = esc.join(f"(?:{p})" for p in parts)
             fast_re = f"(?:{line}\\n)*{line}"
 
-        def columns_of(matrix):
-            return {name: matrix[:, index[name]] for name in names}
+        def convert_all(cells, fast):
+            """Kinds with a fast form switch on `fast`; the others are converted once."""
+            out = []
+            for kind in groups:
+                m = tf.gather(cells, cols_of[kind], axis=1)
+                if kind in ("id", "num", "label"):
+                    out.append(tf.cond(fast, lambda k=kind, m=m: convert_text(k, m, True),
+                                       lambda k=kind, m=m: convert_text(k, m, False)))  # fmt: skip
+                else:
+                    out.append(convert_text(kind, m, False))
+            return out
 
         def fast_path(lines):
             cells = tf.strings.split(lines, sep=sep).to_tensor("", shape=[None, width])
             n = tf.shape(lines)[0]
-            return (convert_cells(columns_of(cells), fast=True), tf.ones([n], tf.bool),
-                    tf.fill([n], width), tf.constant(-1, tf.int64))  # fmt: skip
+            return cells, tf.ones([n], tf.bool), tf.fill([n], width), tf.constant(-1, tf.int64)
 
         def slow_path(lines):
             n = tf.shape(lines)[0]
@@ -684,7 +703,7 @@ def make_native_dataset(
             fatal_row = tf.cond(
                 tf.size(fatal) > 0, lambda: fatal[0], lambda: tf.constant(-1, tf.int64)
             )
-            return convert_cells(columns_of(cells), fast=False), wellformed, fields, fatal_row
+            return cells, wellformed, fields, fatal_row
 
         def parse(lines, file_index, first, bom):
             lines = tf.cond(
@@ -697,77 +716,80 @@ def make_native_dataset(
                 ok = tf.strings.regex_full_match(
                     tf.strings.reduce_join(lines, separator="\n"), fast_re
                 ) & tf.reduce_all(tf.strings.length(lines) > 0)
-                cols, wellformed, fields, fatal_row = tf.cond(
+                cells, wellformed, fields, fatal_row = tf.cond(
                     ok, lambda: fast_path(lines), lambda: slow_path(lines)
                 )
             else:
-                cols, wellformed, fields, fatal_row = slow_path(lines)
+                ok = tf.constant(False)
+                cells, wellformed, fields, fatal_row = slow_path(lines)
+            conv = convert_all(cells, ok)
             fatal_kind = tf.where(fatal_row >= 0, tf.constant(1, tf.int64), 0)
-            return finish(file_index, first, cols, wellformed, fields, fatal_row, fatal_kind,
-                          tf.constant(-1, tf.int64))  # fmt: skip
+            return finish(file_index, first, conv, wellformed, fields, fatal_row, fatal_kind)
 
-        return parse
+        return _plain(parse)
 
     def record_parser():
-        features = {}
+        dtypes = {}
         for name in names:
+            kind = kind_of(name)
             f = spec_by_name.get(name)
-            if f is None or f.kind == "numeric":
-                features[name] = tf.io.VarLenFeature(tf.float32)
-            elif f.dtype == "string" or name in converter.hash_columns:
-                features[name] = tf.io.VarLenFeature(tf.string)
+            if kind in ("label", "num"):
+                dtypes[name] = tf.float32
+            elif kind in ("text", "hash") or (f is not None and (
+                    f.dtype == "string" or name in converter.hash_columns)):  # fmt: skip
+                dtypes[name] = tf.string
             else:
-                features[name] = tf.io.VarLenFeature(tf.int64)
+                dtypes[name] = tf.int64
+        features = {name: tf.io.RaggedFeature(dt, row_splits_dtype=tf.int64)
+                    for name, dt in dtypes.items()}  # fmt: skip
+        defaults = {tf.float32: np.nan, tf.string: "", tf.int64: -1}
 
         def parse(records, file_index, first, bom):
             del bom
             parsed = tf.io.parse_example(records, features)
             n = tf.shape(records)[0]
-            no = tf.zeros([n], tf.bool)
-            cols, multi = {}, []
-            for name in names:
-                f = spec_by_name.get(name)
-                rt = tf.RaggedTensor.from_sparse(parsed[name])
-                count = rt.row_lengths()
-                present = count > 0
-                if f is not None and f.kind == "sequence":
-                    cols[name] = _sequence_from_ragged(
-                        f, rt, name in converter.hash_columns, from_text=False
+            conv, multi = [], []
+            for kind, members in groups.items():
+                if kind.startswith("seq:"):
+                    f = spec_by_name[members[0]]
+                    value, bad, miss, trunc = _sequence_from_ragged(
+                        f, parsed[f.name], f.name in converter.hash_columns, from_text=False
                     )
+                    conv.append((value, bad[:, None], miss[:, None], trunc[:, None]))
                     continue
-                multi.append(count > 1)
-                is_str = rt.dtype == tf.string
-                head = rt[:, :1].to_tensor("" if is_str else 0, shape=[None, 1])[:, 0]
-                if f is None:  # label (float32)
-                    value = tf.where(
-                        present, tf.cast(head, tf.float64), tf.constant(np.nan, tf.float64)
-                    )
-                    out, bad = _label(value, no, ~tf.math.is_finite(value))
-                    cols[name] = (out, bad, no, no)
-                elif f.kind == "numeric":
-                    value = tf.where(
-                        present, tf.cast(head, tf.float64), tf.constant(np.nan, tf.float64)
-                    )
-                    cols[name] = (value, no, ~tf.math.is_finite(value), no)
-                elif f.dtype == "string":
-                    value, miss = _text(head)
-                    cols[name] = (value, no, miss, no)
-                elif name in converter.hash_columns:
-                    value, miss = _hash(head)
-                    cols[name] = (value, no, miss, no)
+                heads = []
+                for name in members:
+                    rt = parsed[name]
+                    multi.append(rt.row_lengths() > 1)
+                    heads.append(rt.to_tensor(defaults[dtypes[name]], shape=[None, 1]))
+                m = tf.concat(heads, 1)
+                no = tf.zeros(tf.shape(m), tf.bool)
+                if kind in ("label", "num"):
+                    m = tf.cast(m, tf.float64)
+                    missing = ~tf.math.is_finite(m)
+                    if kind == "label":
+                        value, bad = _label(m, no, missing)
+                        conv.append((value, bad, no, no))
+                    else:
+                        conv.append((m, no, missing, no))
+                elif kind == "text":
+                    value, miss = _text(m)
+                    conv.append((value, no, miss, no))
+                elif kind == "hash":
+                    value, miss = _hash(m)
+                    conv.append((value, no, miss, no))
                 else:
-                    value = tf.where(present, head, tf.constant(-1, tf.int64))
-                    cols[name] = (value, no, value < 0, no)
-            many = tf.reduce_any(tf.stack(multi, 1), axis=1) if multi else no
+                    conv.append((m, no, m < 0, no))
+            many = tf.reduce_any(tf.stack(multi, 1), axis=1) if multi else tf.zeros([n], tf.bool)
             bad_at = tf.where(many)[:, 0]
             fatal_row = tf.cond(
                 tf.size(bad_at) > 0, lambda: bad_at[0], lambda: tf.constant(-1, tf.int64)
             )
             fatal_kind = tf.where(fatal_row >= 0, tf.constant(2, tf.int64), 0)
-            return finish(file_index, first, cols, tf.ones([n], tf.bool), tf.zeros([n], tf.int32),
-                          fatal_row, fatal_kind, tf.constant(-1, tf.int64))  # fmt: skip
+            return finish(file_index, first, conv, tf.ones([n], tf.bool), tf.zeros([n], tf.int32),
+                          fatal_row, fatal_kind)  # fmt: skip
 
-        return parse
+        return _plain(parse)
 
     # Per-file block streams.
     paths_t = tf.constant(files)
@@ -793,7 +815,11 @@ def make_native_dataset(
                 ds.skip(skip)
                 .batch(block_rows)
                 .enumerate()
-                .map(lambda k, lines: (lines, i, skip + 1 + k * block_rows, tf.gather(bom_t, i)))
+                .map(
+                    _plain(
+                        lambda k, lines: (lines, i, skip + 1 + k * block_rows, tf.gather(bom_t, i))
+                    )
+                )
             )
 
         if len(parsers) == 1:
@@ -813,7 +839,7 @@ def make_native_dataset(
             return (
                 ds.batch(block_rows)
                 .enumerate()
-                .map(lambda k, recs: (recs, i, k * block_rows, tf.constant(False)))
+                .map(_plain(lambda k, recs: (recs, i, k * block_rows, tf.constant(False))))
             )
 
     autotune = tf.data.AUTOTUNE
@@ -831,14 +857,14 @@ def make_native_dataset(
             ds = ds.shuffle(len(active), seed=seed, reshuffle_each_iteration=True)
         reads = num_parallel_reads or 1
         ds = ds.interleave(
-            blocks_of,
+            _plain(blocks_of),
             cycle_length=reads,
             block_length=1,
             **(
                 {} if reads == 1 else dict(num_parallel_calls=autotune, deterministic=deterministic)
             ),
         )
-        ds = ds.map(parse, num_parallel_calls=num_parallel_calls or autotune,
+        ds = ds.map(_plain(parse), num_parallel_calls=num_parallel_calls or autotune,
                     deterministic=deterministic)  # fmt: skip
     if shuffle:
         ds = ds.rebatch(shuffle_chunks * chunk_rows)
@@ -853,7 +879,7 @@ def make_native_dataset(
             return ({k: tf.gather(v, order) for k, v in feats.items()},
                     {k: tf.gather(v, order) for k, v in labels.items()})  # fmt: skip
 
-        ds = tf.data.Dataset.zip(ds, noise).map(permute, num_parallel_calls=autotune)
+        ds = tf.data.Dataset.zip(ds, noise).map(_plain(permute), num_parallel_calls=autotune)
     if cache:
         ds = ds.cache()
     if repeat:
