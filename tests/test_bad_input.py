@@ -193,11 +193,16 @@ CASES = [
     Case("evaluate_header_only", "evaluate --run-dir {r} --data {d}/header.csv", 2,
          f"[evaluate] error: --data {{d}}/header.csv: {NO_ROWS} (0 read); a header-only or "
          "empty split cannot be evaluated.", finished=True),
+    Case("evaluate_zero_batch_size", "evaluate --run-dir {r} --batch-size 0", 2,
+         "[evaluate] error: `batch_size` must be a positive int, got batch_size=0.",
+         finished=True),
     Case("evaluate_short_row", "evaluate --run-dir {r} --data {d}/short.csv", 2,
          "[evaluate] error: {d}/short.csv, line 3: malformed row: expected 5 fields, saw 4 "
          "(columns: ['label', 'user', 'city', 'hist', 'price']).", finished=True),
 ]  # fmt: skip
-SETUP = Case("setup_finished_run", train("--train {d}/train.csv --valid {d}/valid.csv"), 0, "")
+SETUP = Case(
+    "setup_finished_run", train("--train {d}/train.csv --valid {d}/valid.csv"), 0, "", limit_s=150
+)
 
 
 def _fill(text: str, d: str, r: str) -> str:
@@ -242,7 +247,7 @@ def results(tmp_path_factory):
 
 def test_setup_run_finished(results):
     d, got = results
-    assert got[SETUP.id]["status"] == 0, got[SETUP.id]["stderr"][-2000:]
+    assert got[SETUP.id]["status"] == 0, {k: str(v)[-2000:] for k, v in got[SETUP.id].items()}
     assert os.path.exists(os.path.join(d, "runs", "ok", "metrics.json"))
 
 

@@ -54,6 +54,8 @@ def evaluate_run(
     from keras_rankmixer.data.readers import check_files
     from keras_rankmixer.features import feature_from_config
 
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive int, got batch_size={batch_size!r}.")
     if not os.path.exists(os.path.join(run_dir, runs.MODEL_FILE)):
         raise FileNotFoundError(
             f"{run_dir} holds no trained model ({runs.MODEL_FILE}); train it first "
