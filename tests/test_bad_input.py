@@ -393,6 +393,9 @@ HELP_SCRIPT = textwrap.dedent(
             cli.main(argv)
         except SystemExit:
             pass
+    parse = cli.build_parser().parse_args
+    debug = [parse(a).debug for a in (["train"], ["--debug", "train"], ["train", "--debug"])]
+    print("DEBUG", debug, file=sys.stderr)
     heavy = sorted(m for m in ("tensorflow", "keras", "jax") if m in sys.modules)
     print("HEAVY", heavy, round(time.time() - start, 2), file=sys.stderr)
     """
@@ -403,6 +406,7 @@ def test_cli_and_register_import_no_tensorflow():
     proc = subprocess.run(
         [sys.executable, "-c", HELP_SCRIPT], capture_output=True, text=True, timeout=60
     )
+    assert "DEBUG [False, True, True]" in proc.stderr  # --debug before or after the command
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("HEAVY []"), proc.stderr[-3000:]
     assert float(last.split()[-1]) < 5
