@@ -1,0 +1,30 @@
+"""benchmarks/input_pipeline.py on a tiny config: both engines read the same rows, the JSON
+line carries rows/s per engine, format, width and thread count, the interleaved speed-up,
+the training step's samples/s and the load average."""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import input_pipeline  # noqa: E402
+
+
+def test_input_pipeline_benchmark_tiny(capsys):
+    input_pipeline.main(
+        "--rows 200 --rounds 1 --threads 1 --widths frappe census --formats csv tfrecord "
+        "--train-steps 1 --train-jit off --batch-size 64 --block-rows 128".split()
+    )
+    out = capsys.readouterr().out.strip().splitlines()
+    payload = json.loads(out[-1])
+    assert any(line.startswith("| data | format |") for line in out)
+    results = payload["results"]
+    assert {(r["format"], r["columns"]) for r in results} == {
+        ("csv", 11), ("tfrecord", 11), ("csv", 41), ("tfrecord", 41)
+    }  # fmt: skip
+    for r in results:
+        assert r["rows"] == 200 and r["threads"] == 1
+        assert r["python_rows_per_s"] > 0 and r["native_rows_per_s"] > 0 and r["speedup"] > 0
+        assert r["train_samples_per_s"] > 0 and r["train_preset"] == "tiny"
+    assert len(payload["loadavg_before"]) == 3 and len(payload["loadavg_after"]) == 3
