@@ -238,7 +238,7 @@ def test_train_baseline_from_cli_flags_and_bad_data(data_dir, tmp_path, capsys):
     with open(run_dir / "metrics.json") as f:
         assert json.load(f)["model"] == "dcnv2"
     model = keras.models.load_model(run_dir / "model.keras")
-    assert any(layer.name.startswith("cross_0") for layer in model.layers)
+    assert any(layer.name.startswith("cross_0") for layer in model.backbone.layers)
 
     bad = tmp_path / "bad.csv"
     bad.write_text("label,user,item,price\n1,3,4,0.5\n3,1,1,0.1\n")

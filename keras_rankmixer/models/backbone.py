@@ -33,12 +33,19 @@ class TokenMixerLargeBackbone(Backbone):
         config = super().get_config()
         config.update({"num_tokens": self.num_tokens, ...})
         return config
+
+    @classmethod
+    def block_counts(cls, **config):  # only needed if the class has presets
+        return {"block_params": ..., "block_flops_per_sample": ...}
 ```
 
 and import the module in `keras_rankmixer/models/__init__.py` so the registration runs on
 `import keras_rankmixer`. Then `get_backbone_class("tokenmixer_large")`, presets naming
-`backbone="tokenmixer_large"` (`models.presets`) and `Ranker(TokenMixerLargeBackbone(...))`
-all work.
+`backbone="tokenmixer_large"` (`models.presets.BACKBONE_PRESETS`; their stated counts are
+checked against `block_counts`, and the README's table is regenerated with
+`python -m keras_rankmixer.models.presets`), `Backbone.from_preset`, `Ranker.from_preset`
+and `Ranker(TokenMixerLargeBackbone(...))` all work. Keyword arguments `keras.Model` does not
+know are a `TypeError` (`check_model_kwargs`), so pass only `trainable` through `**kwargs`.
 """
 
 from __future__ import annotations
