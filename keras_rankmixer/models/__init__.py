@@ -23,6 +23,10 @@ from keras_rankmixer.models.presets import (
 from keras_rankmixer.models.ranker import Ranker, add_task_towers
 from keras_rankmixer.models.rankmixer import build_from_preset, build_rankmixer
 from keras_rankmixer.models.rankmixer_backbone import RankMixerBackbone
+from keras_rankmixer.models.tokenmixer_large_backbone import (
+    TokenMixerLargeBackbone,
+    TokenMixerLargeRanker,
+)
 
 __all__ = [
     "BACKBONE_PRESETS",
@@ -33,6 +37,8 @@ __all__ = [
     "DNNBackbone",
     "RankMixerBackbone",
     "Ranker",
+    "TokenMixerLargeBackbone",
+    "TokenMixerLargeRanker",
     "add_task_towers",
     "backbone_names",
     "build_from_preset",

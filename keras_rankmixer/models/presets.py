@@ -101,6 +101,57 @@ BACKBONE_PRESETS: dict[str, BackbonePreset] = {
             block_flops_per_sample=2_214_592_512,
             paper_params=1.1e9,
         ),
+        # TokenMixer-Large (#18): RankMixer's published (T, D) (head width D/T = 48 at 100M
+        # and 1B, H = T) and budgets, L = 4 blocks (one inter-residual and one auxiliary
+        # read-out, after block 1), pSwiGLU hidden h a multiple of 128 bringing the blocks
+        # (2 banks x T x (3Dh + 2h + D) + 2D per block) within 10% of 9.5M / 107M / 1.1B.
+        # Shared-MLP tokenizer (T does not depend on the feature groups) and mean read-out.
+        # Counts: `models.tokenmixer_large_backbone.block_counts` (tested against the layers).
+        BackbonePreset(
+            name="tokenmixer_large_small",
+            backbone="tokenmixer_large",
+            config={
+                "num_tokens": 16,
+                "token_dim": 192,
+                "num_layers": 4,
+                "hidden_ratio": 128 / 192,
+                "tokenizer": "shared_mlp",
+                "readout": "mean",
+            },
+            description="TokenMixer-Large at RankMixer-small's shape and size.",
+            block_params=9_496_064,
+            block_flops_per_sample=18_874_368,
+        ),
+        BackbonePreset(
+            name="tokenmixer_large_100m",
+            backbone="tokenmixer_large",
+            config={
+                "num_tokens": 16,
+                "token_dim": 768,
+                "num_layers": 4,
+                "hidden_ratio": 384 / 768,
+                "tokenizer": "shared_mlp",
+                "readout": "mean",
+            },
+            description="TokenMixer-Large at RankMixer-100M's shape and size.",
+            block_params=113_448_960,
+            block_flops_per_sample=226_492_416,
+        ),
+        BackbonePreset(
+            name="tokenmixer_large_1b",
+            backbone="tokenmixer_large",
+            config={
+                "num_tokens": 32,
+                "token_dim": 1536,
+                "num_layers": 4,
+                "hidden_ratio": 896 / 1536,
+                "tokenizer": "shared_mlp",
+                "readout": "mean",
+            },
+            description="TokenMixer-Large at RankMixer-1B's shape and size.",
+            block_params=1_057_828_864,
+            block_flops_per_sample=2_113_929_216,
+        ),
     )
 }
 

@@ -1,0 +1,266 @@
+"""TokenMixerLargeBackbone and TokenMixerLargeRanker: composition of the layers with the
+inter-layer residuals, the auxiliary losses (value, training only, absent from serving),
+tokenizer options, round trips, presets' counts, a learning jit fit and mixed_bfloat16."""
+
+import keras
+import numpy as np
+import pytest
+from helpers import assert_all_close, keras_file_round_trip, to_numpy
+
+import keras_rankmixer as kr
+from keras_rankmixer.data import make_click_data
+from keras_rankmixer.models import TokenMixerLargeBackbone, TokenMixerLargeRanker
+from keras_rankmixer.models.presets import BACKBONE_PRESETS, preset_names
+from keras_rankmixer.models.tokenmixer_large_backbone import block_counts
+
+SPECS = [
+    kr.CategoricalFeature("user", vocabulary_size=50, embedding_dim=8, group="user"),
+    kr.SequenceFeature("history", vocabulary_size=30, max_length=3, embedding_dim=8, group="user"),
+    kr.CategoricalFeature("item", vocabulary=[5, 7, 9], embedding_dim=8, group="item"),
+    kr.NumericFeature("price", mean=1.0, std=2.0, embedding_dim=6, group="item"),
+    kr.CategoricalFeature("hour", vocabulary_size=24, embedding_dim=4, group="context"),
+]  # 3 groups -> 4 tokens with the global token
+
+
+def batch(n=6, seed=0):
+    rng = np.random.default_rng(seed)
+    return {
+        "user": rng.integers(-1, 60, n),
+        "history": rng.integers(-1, 35, (n, 3)),
+        "item": rng.choice([5, 7, 8, 9], n),
+        "price": rng.normal(size=n).astype("float32"),
+        "hour": rng.integers(0, 24, n),
+    }
+
+
+def labels(n=6, seed=1, tasks=("click",)):
+    rng = np.random.default_rng(seed)
+    return {t: rng.integers(0, 2, (n, 1)).astype("float32") for t in tasks}
+
+
+def backbone(**kw):
+    kw.setdefault("token_dim", 8)
+    kw.setdefault("num_layers", 4)
+    kw.setdefault("hidden_ratio", 1)
+    return TokenMixerLargeBackbone(SPECS, **kw)
+
+
+def rms(x, scale, eps):
+    return x / np.sqrt(np.mean(x**2, -1, keepdims=True) + eps) * scale
+
+
+@pytest.mark.parametrize(
+    "num_layers,every,points", [(4, 2, [1]), (5, 2, [1, 3]), (6, 3, [2]), (2, 2, []), (4, 0, [])]
+)
+def test_inter_residual_points_never_after_the_last_block(num_layers, every, points):
+    b = backbone(num_layers=num_layers, inter_residual_every=every)
+    assert b.aux_layer_names == [f"inter_residual_{i}" for i in points]
+
+
+def test_backbone_is_the_composition_of_its_layers():
+    """tokens -> blocks, + inter-residual after block 1 and 3 (of 5), final RMSNorm, global."""
+    b = backbone(num_layers=5, num_heads=2, dropout=0.0)
+    for layer in b.layers:  # non-trivial norm scales
+        for w in layer.weights:
+            if w.name == "scale":
+                w.assign(np.random.default_rng(3).uniform(0.5, 1.5, w.shape).astype("float32"))
+    x = batch()
+    tokens = keras.Model(b.input, b.get_layer("tokenizer").output)(x)
+    h, residual = to_numpy(tokens), to_numpy(tokens)
+    assert h.shape == (6, 4, 8) and b.num_tokens_out == 4
+    for i in range(5):
+        h = to_numpy(b.get_layer(f"block_{i}")(h))
+        if i in (1, 3):
+            h = h + residual
+            residual = h
+    final = b.get_layer("final_norm")
+    h = rms(h, to_numpy(final.scale), final.epsilon)
+    assert_all_close(b(x), h[:, 0], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "kwargs,tokens,width",
+    [
+        ({"tokenizer": "shared_mlp", "num_tokens": 8, "readout": "mean"}, 8, 8),
+        ({"tokenizer": "slice", "num_tokens": 2, "readout": "flatten"}, 2, 16),
+        ({"global_token": False, "readout": "mean", "num_tokens": 3, "num_heads": 2}, 3, 8),
+    ],
+)
+def test_tokenizer_and_readout_options(kwargs, tokens, width):
+    b = backbone(num_layers=1, **kwargs)
+    assert b.num_tokens_out == tokens and b.output_dim == width
+    assert b.get_layer("block_0").num_tokens == tokens
+    assert to_numpy(b(batch())).shape == (6, width)
+
+
+def test_plain_ranker_on_the_backbone_and_block_options_reach_the_blocks():
+    b = backbone(num_layers=2, use_revert=False, ffn="gelu", norm="post_layer_norm")
+    ranker = kr.Ranker(b, tasks=["click"])
+    assert sorted(ranker.predict(batch(), verbose=0)) == ["click"]
+    block = ranker.get_layer("block_1")
+    assert (block.use_revert, block.ffn, block.norm) == (False, "gelu", "post_layer_norm")
+
+
+def test_aux_heads_exist_only_in_training():
+    ranker = TokenMixerLargeRanker(backbone(num_layers=5), tasks=["click", "like"])
+    assert ranker.aux_output_names == ["click_aux_1", "like_aux_1", "click_aux_3", "like_aux_3"]
+    x = batch()
+    train = ranker(x, training=True)
+    assert sorted(train) == sorted(["click", "like", *ranker.aux_output_names])
+    serve = ranker(x, training=False)
+    assert sorted(serve) == ["click", "like"] and sorted(ranker.output_names) == ["click", "like"]
+    assert sorted(ranker.predict(x, verbose=0)) == ["click", "like"]
+    assert_all_close(train["click"], to_numpy(serve["click"]), atol=1e-6)  # same graph
+    aux_weights = [w for w in ranker.trainable_weights if "_aux_" in w.path]
+    assert len(aux_weights) == 8  # kernel + bias of 4 heads, trained with the ranker
+
+
+def test_aux_loss_value():
+    ranker = TokenMixerLargeRanker(backbone(), tasks={"click": {}, "like": {"loss_weight": 0.5}})
+    ranker.compile(jit_compile=False)
+    x, y = batch(), labels(tasks=("click", "like"))
+    y_pred = ranker(x, training=True)
+    total = float(to_numpy(ranker.compute_loss(x, y, y_pred)))
+    main = float(
+        to_numpy(kr.Ranker.compute_loss(ranker, x, y, {t: y_pred[t] for t in ("click", "like")}))
+    )
+
+    def bce(t, p):
+        p = np.clip(to_numpy(p).astype("float64"), 1e-7, 1 - 1e-7)
+        return float(np.mean(-(t * np.log(p) + (1 - t) * np.log(1 - p))))
+
+    aux = bce(y["click"], y_pred["click_aux_1"]) + 0.5 * bce(y["like"], y_pred["like_aux_1"])
+    np.testing.assert_allclose(total - main, 0.1 * aux, rtol=1e-4)
+    assert aux > 0.1
+
+
+def test_aux_loss_weight_zero_or_no_point_is_a_plain_ranker():
+    for ranker in (
+        TokenMixerLargeRanker(backbone(), aux_loss_weight=0.0),
+        TokenMixerLargeRanker(backbone(num_layers=2)),
+    ):
+        assert ranker.aux_output_names == [] and sorted(ranker(batch(), training=True)) == ["click"]
+
+
+def test_keras_file_round_trip(tmp_path):
+    ranker = TokenMixerLargeRanker(
+        backbone(num_layers=3, num_heads=2, tokenizer_dropout=0.1, dropout=0.1),
+        tasks=["a", "b"],
+        aux_loss_weight=0.25,
+    )
+    x = batch()
+    loaded = keras_file_round_trip(ranker, tmp_path)
+    assert isinstance(loaded, TokenMixerLargeRanker) and loaded.aux_loss_weight == 0.25
+    assert isinstance(loaded.backbone, TokenMixerLargeBackbone)
+    assert loaded.backbone.get_config() == ranker.backbone.get_config()
+    assert loaded.aux_output_names == ranker.aux_output_names
+    for task in ("a", "b"):
+        assert_all_close(loaded.predict(x, verbose=0)[task], ranker.predict(x, verbose=0)[task])
+    clone = TokenMixerLargeBackbone.from_config(ranker.backbone.get_config())
+    assert clone.get_config() == ranker.backbone.get_config()
+
+
+def test_jit_fit_learns_a_synthetic_click_task():
+    keras.utils.set_random_seed(0)
+    data = make_click_data(4000, seed=3, num_categorical=6, max_vocab=200, num_numeric=2)
+    train, valid = data.split(0.75)
+    b = TokenMixerLargeBackbone(
+        data.specs,
+        token_dim=16,
+        num_layers=3,
+        hidden_ratio=1,
+        tokenizer="shared_mlp",
+        num_tokens=4,
+        readout="mean",
+    )
+    model = TokenMixerLargeRanker(b, tower_units=(16,))
+    model.compile(learning_rate=3e-3, jit_compile=True)
+    before = model.evaluate(valid.features, valid.labels, verbose=0, return_dict=True)
+    hist = model.fit(train.features, train.labels, batch_size=256, epochs=3, verbose=0)
+    after = model.evaluate(valid.features, valid.labels, verbose=0, return_dict=True)
+    assert hist.history["loss"][-1] < hist.history["loss"][0]
+    assert after["auc"] > before["auc"] + 0.1, (before, after)
+
+
+def test_mixed_bfloat16_jit_fit_with_aux_losses_and_sparse_moe():
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    moe = {"num_experts": 4, "top_k": 2, "load_balance_weight": 0.01}
+    b = backbone(num_layers=3, num_heads=2, ffn="moe", moe=moe)
+    ranker = TokenMixerLargeRanker(b, tasks=["click", "like"])
+    assert ranker.get_layer("block_0").mix_ffn.compute_dtype == "bfloat16"
+    assert ranker.get_layer("block_0").mix_ffn.dispatch == "sparse"
+    ranker.compile(jit_compile=True)
+    x, y = batch(64), labels(64, tasks=("click", "like"))
+    hist = ranker.fit(x, y, batch_size=32, epochs=2, verbose=0)
+    assert np.isfinite(hist.history["loss"]).all()
+    out = ranker.predict(x, verbose=0)
+    assert sorted(out) == ["click", "like"] and out["click"].dtype == np.float32
+
+
+def test_presets_counts_and_from_preset():
+    names = preset_names("tokenmixer_large")
+    assert names == ["tokenmixer_large_100m", "tokenmixer_large_1b", "tokenmixer_large_small"]
+    for name, target in zip(names, (107e6, 1.1e9, 9.47e6), strict=True):
+        p = BACKBONE_PRESETS[name]
+        counts = TokenMixerLargeBackbone.block_counts(**p.config)
+        assert counts == {
+            "block_params": p.block_params,
+            "block_flops_per_sample": p.block_flops_per_sample,
+        }
+        assert abs(p.block_params - target) / target < 0.10, name
+        assert p.config["token_dim"] % p.config["num_tokens"] == 0  # H = T heads
+    small = TokenMixerLargeBackbone.from_preset("tokenmixer_large_small", SPECS, num_layers=2)
+    assert small.num_layers == 2 and small.num_tokens_out == 16
+
+
+@pytest.mark.parametrize("heads", [2, 4, 8])  # H < T, H = T, H > T
+def test_block_counts_match_the_built_layers(heads):
+    b = backbone(num_layers=2, token_dim=8, hidden_ratio=1.5, num_heads=heads)
+    blocks = [b.get_layer(f"block_{i}") for i in range(2)]
+    params = sum(int(np.prod(w.shape)) for blk in blocks for w in blk.weights)
+    flops = sum(
+        layer.flops_per_sample()
+        for blk in blocks
+        for layer in blk._flatten_layers(include_self=False)
+        if hasattr(layer, "flops_per_sample")
+    )
+    expected = block_counts(4, 8, 2, 1.5, heads)
+    assert params == expected["block_params"] and flops == expected["block_flops_per_sample"]
+    # count_model counts each block's FFNs once, plus the tokenizer's and towers' Dense layers
+    ranker = kr.Ranker(b)
+    dense = sum(
+        2 * int(np.prod(layer.kernel.shape))
+        for layer in ranker._flatten_layers(include_self=False)
+        if isinstance(layer, keras.layers.Dense)
+    )
+    assert kr.count_model(ranker)["flops_per_sample"] == flops + dense
+
+
+@pytest.mark.parametrize(
+    "kwargs,name",
+    [
+        ({"tokenizer": "bpe"}, "tokenizer"),
+        ({"tokenizer": "shared_mlp"}, "num_tokens"),
+        ({"tokenizer": "shared_mlp", "num_tokens": 4}, "readout"),  # no global token there
+        ({"num_tokens": 5}, "num_tokens"),  # the group tokenizer makes 4
+        ({"readout": "max"}, "readout"),
+        ({"inter_residual_every": -1}, "inter_residual_every"),
+        ({"inter_residual_every": 1.5}, "inter_residual_every"),
+        ({"num_layers": -1}, "num_layers"),
+        ({"token_dim": 0}, "token_dim"),
+        ({"tokenizer_dropout": 1.0}, "tokenizer_dropout"),
+        ({"ffn": "moe"}, "moe"),
+        ({"num_heads": 3}, "divisible"),
+    ],
+)
+def test_bad_arguments_name_the_argument(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        backbone(**kwargs)
+
+
+def test_ranker_bad_arguments():
+    with pytest.raises(ValueError, match="aux_loss_weight"):
+        TokenMixerLargeRanker(backbone(), aux_loss_weight=-1)
+    rankmixer = kr.RankMixerBackbone(SPECS, num_tokens=2, token_dim=8, num_layers=1)
+    with pytest.raises(ValueError, match="TokenMixerLargeBackbone"):
+        TokenMixerLargeRanker(rankmixer)
