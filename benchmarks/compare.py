@@ -83,6 +83,18 @@ def _census_loader(data_dir, embedding_dim, splits, train_limit=0):
     return census_features(embedding_dim), out
 
 
+def _synthetic_loader(data_dir, embedding_dim, splits, train_limit=0):
+    """The package's synthetic click log (`make_click_data`, seed 0, tasks click and like),
+    100,000 rows split 80/10/10 in order: a held-out check of defaults tuned elsewhere."""
+    from keras_rankmixer.data import make_click_data
+
+    data = make_click_data(100_000, seed=0, tasks=("click", "like"), embedding_dim=embedding_dim)
+    train, rest = data.split(0.8)
+    valid, test = rest.split(0.5)
+    parts = {"train": train, "valid": valid, "test": test}
+    return data.specs, {s: (parts[s].features, parts[s].labels) for s in splits}
+
+
 #: Dataset registry: loader, tasks, training settings, per-model default config and grid.
 #: Grids have the same length for every model (the same tuning budget); the first entry of
 #: each grid is its default config.
@@ -145,8 +157,19 @@ DATASETS: dict[str, dict] = {
 }
 
 
+DATASETS["synthetic"] = {
+    "benchmark": "synthetic_clicks",
+    "data_dir": REPO,  # generated, nothing to read
+    "present": "",
+    "load": _synthetic_loader,
+    "tasks": ("click", "like"),
+    "settings": dict(DATASETS["census"]["settings"]),
+    "configs": {m: dict(c) for m, c in DATASETS["census"]["configs"].items()},
+    "grids": {},
+}
+
 #: The embedding-L2 values of the default grids; the first is the dataset's default.
-L2_GRIDS = {"frappe": (0.1, 0.01, 0.05), "census": (0.01, 0.0, 0.001)}
+L2_GRIDS = {"frappe": (0.1, 0.01, 0.05), "census": (0.01, 0.0, 0.001), "synthetic": (0.01,)}
 
 for _name, _ds in DATASETS.items():
     _ds["grids"] = {
@@ -173,7 +196,9 @@ def build_family(
     hidden_ratio: float = 4,
     tokenizer: str = "field",
     tokenizer_units=(),
+    tokenizer_options: dict | None = None,
     block: str = "rankmixer",
+    block_options: dict | None = None,
     num_heads: int | None = None,
     ffn: str = "gelu",
     dropout: float = 0.0,
@@ -200,6 +225,12 @@ def build_family(
       `X' = S + FFN(N(S))`; `"revert"`: TokenMixer-Large's mixing and reverting,
       `H = Mix_H(X)`, `H' = H + FFN_mix(N(H))`, `X' = X + FFN_rev(N(Revert(H')))`
       (any `num_heads` H dividing T*D; two FFN banks).
+      `"tml"`: the package's `TokenMixerLargeBlock` (the same design with pSwiGLU banks and
+      small init by default; `block_options` are its ablation switches, e.g.
+      `{"use_revert": false}`, `{"norm": "post_layer_norm"}`, `{"ffn": "gelu"}`).
+    - `tokenizer="shared_mlp"` / `"group"`: the package's `SharedMLPTokenizer` (one MLP,
+      GELU) / `GroupTokenizer` (one MLP per semantic group plus a global token; T = groups
+      + 1), with `tokenizer_options` as their keyword arguments.
     - `ffn`: `"gelu"` (`PerTokenFFN`) or `"swiglu"` (`PerTokenSwiGLU`) in the pre-norm blocks.
     - `token_norm`: a LayerNorm on each token before the blocks (with L=0: what post-LN alone
       does to the tokenizer's output).
@@ -213,8 +244,8 @@ def build_family(
     from keras_rankmixer.layers.token_mixing import TokenMixing
     from keras_rankmixer.models.rankmixer import add_task_towers
 
-    if block not in ("rankmixer", "prenorm", "revert"):
-        raise ValueError(f"`block` must be rankmixer, prenorm or revert, got {block!r}.")
+    if block not in ("rankmixer", "prenorm", "revert", "tml"):
+        raise ValueError(f"`block` must be rankmixer, prenorm, revert or tml, got {block!r}.")
     inputs = build_inputs(features)
     groups = embed_groups(inputs, features)
     if tokenizer == "field":
@@ -227,8 +258,17 @@ def build_family(
             h = keras.layers.Activation("relu", name=f"tokenizer_relu_{i}")(h)
         h = keras.layers.Dense(num_tokens * token_dim, name="tokenizer")(h)
         x = keras.layers.Reshape((num_tokens, token_dim), name="tokens")(h)
+    elif tokenizer in ("shared_mlp", "group"):
+        from keras_rankmixer.layers.group_tokenizer import GroupTokenizer, SharedMLPTokenizer
+
+        opts = dict(tokenizer_options or {})
+        if tokenizer == "group":  # one token per semantic group (+ a global token)
+            x = GroupTokenizer(token_dim, name="tokenizer", **opts)(groups)
+            num_tokens = len(groups) + int(opts.get("global_token", True))
+        else:
+            x = SharedMLPTokenizer(num_tokens, token_dim, name="tokenizer", **opts)(groups)
     else:
-        raise ValueError(f"`tokenizer` must be field or mlp, got {tokenizer!r}.")
+        raise ValueError(f"`tokenizer` must be field, mlp, shared_mlp or group, got {tokenizer!r}.")
     if token_norm:
         x = keras.layers.LayerNormalization(name="token_norm")(x)
 
@@ -249,6 +289,16 @@ def build_family(
     for i in range(num_layers):
         if block == "rankmixer":
             x = RankMixerBlock(hidden_ratio=hidden_ratio, dropout=dropout, name=f"block_{i}")(x)
+        elif block == "tml":
+            from keras_rankmixer.layers.tokenmixer_large_block import TokenMixerLargeBlock
+
+            x = TokenMixerLargeBlock(
+                num_heads=num_heads,
+                hidden_ratio=hidden_ratio,
+                dropout=dropout,
+                name=f"block_{i}",
+                **(block_options or {}),
+            )(x)
         elif block == "prenorm":
             n = keras.layers.RMSNormalization(name=f"block_{i}_mix_norm")(x)
             s = keras.layers.Add(name=f"block_{i}_mix_add")([x, TokenMixing(name=f"mix_{i}")(n)])
@@ -282,13 +332,13 @@ def build(name: str, specs, tasks, config: dict):
     kwargs = {k: v for k, v in config.items() if k not in SETTING_KEYS}
     if name == "family":
         return build_family(specs, list(tasks), **kwargs)
-    if name.startswith("tokenmixer_large"):
-        import keras_rankmixer.models as models
+    if name == "tokenmixer_large":
+        from keras_rankmixer.models import TokenMixerLargeBackbone, TokenMixerLargeRanker
 
-        builder = getattr(models, "build_tokenmixer_large", None)
-        if builder is None:
-            raise ValueError("keras_rankmixer.models has no build_tokenmixer_large (yet).")
-        return builder(specs, tasks=list(tasks), **kwargs)
+        head = ("tower_units", "tower_dropout", "tower_batch_norm", "tower_activation")
+        ranker = {k: kwargs.pop(k) for k in (*head, "aux_loss_weight") if k in kwargs}
+        backbone = TokenMixerLargeBackbone(specs, **kwargs)
+        return TokenMixerLargeRanker(backbone, tasks=list(tasks), **ranker)
     return build_model(name, specs, tasks=list(tasks), **kwargs)
 
 
@@ -606,6 +656,13 @@ def parse_args(argv=None):
     )
     p.add_argument("--configs", default=None, help="JSON file {model: config}")
     p.add_argument(
+        "--best-of",
+        nargs="+",
+        default=None,
+        metavar="JSONL",
+        help="use each model's best config by mean validation AUC in these tune.jsonl files",
+    )
+    p.add_argument(
         "--rankmixer", default=None, help="JSON config of every RankMixer variant (frappe.py)"
     )
     p.add_argument("--dropout", type=float, default=None, help="RankMixer FFN dropout (frappe.py)")
@@ -635,6 +692,8 @@ def _resolve(args):
     if args.configs:
         with open(args.configs) as f:
             configs.update(json.load(f))
+    if args.best_of:
+        configs.update(best_configs(_load_results(args.best_of), args.dataset))
     given = {}
     for item in args.config:
         model, _, text = item.partition("=")
@@ -666,6 +725,20 @@ def _resolve(args):
             print(f"[compare] unequal grids {sizes}: every model gets the first {n} (same budget)")
         grids = {m: grids[m][:n] for m in models}
     return ds, models, configs, grids
+
+
+def best_configs(results, dataset: str) -> dict[str, dict]:
+    """`{model: config}` with the highest mean validation AUC (over seeds) per model."""
+    best = {}
+    for row in summarize([r for r in results if r.get("dataset", dataset) == dataset]):
+        m = row["model"]
+        if m not in best or row["valid_auc_mean"] > best[m]["valid_auc_mean"]:
+            best[m] = row
+    for m, row in best.items():
+        print(
+            f"[compare] best of tuning: {m} valid AUC {row['valid_auc_mean']:.4f} {row['config']}"
+        )
+    return {m: dict(row["config"]) for m, row in best.items()}
 
 
 def _load_results(paths):

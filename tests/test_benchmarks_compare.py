@@ -96,6 +96,8 @@ def test_tune_reads_no_test_split_and_gives_every_model_the_same_budget(tiny, ca
         assert {"valid_a_auc", "valid_b_auc"} <= set(r)
         assert r["valid_auc"] == pytest.approx(np.mean([r["valid_a_auc"], r["valid_b_auc"]]))
     assert json.loads(out.strip().splitlines()[-1])["tune"] is True
+    best = compare.best_configs(runs + [dict(runs[0], valid_auc=2.0, config={"x": 1})], "tiny")
+    assert best == {"dnn": {"x": 1}, "rankmixer": runs[1]["config"]}
 
 
 def test_seeds_report_per_task_test_metrics_markdown_and_plot(tiny, capsys):
@@ -128,17 +130,34 @@ def test_seeds_report_per_task_test_metrics_markdown_and_plot(tiny, capsys):
     assert [r["test_a_auc_mean"] for r in again] == [r["test_a_auc_mean"] for r in rows]
 
 
-@pytest.mark.parametrize("block", ["rankmixer", "prenorm", "revert"])
-def test_family_blocks_build_and_keep_the_token_shape(block):
+@pytest.mark.parametrize(
+    "block,tokenizer",
+    [("rankmixer", "field"), ("prenorm", "field"), ("revert", "field"), ("tml", "group"),
+     ("tml", "shared_mlp")],
+)  # fmt: skip
+def test_family_blocks_build_and_keep_the_token_shape(block, tokenizer):
     from keras_rankmixer.features import CategoricalFeature
 
-    specs = [CategoricalFeature(f"c{i}", vocabulary_size=5, embedding_dim=4) for i in range(4)]
-    cfg = dict(FAMILY, block=block, tokenizer="field", num_layers=2)
+    specs = [
+        CategoricalFeature(f"c{i}", vocabulary_size=5, embedding_dim=4, group="ab"[i % 2])
+        for i in range(4)
+    ]
+    heads = 1 if tokenizer == "group" else 4  # 3 tokens of width 4 (two groups + global)
+    cfg = dict(FAMILY, block=block, tokenizer=tokenizer, num_layers=2, num_heads=heads)
     model = compare.build_family(specs, ["a"], **cfg)
     x = {f"c{i}": np.array([1, 2, 3]) for i in range(4)}
     assert model(x)["a"].shape == (3, 1)
     with pytest.raises(ValueError, match="block"):
         compare.build_family(specs, ["a"], **dict(cfg, block="other"))
+
+
+def test_tokenmixer_large_trains_with_its_auxiliary_losses(tiny, capsys):
+    _, tmp_path = tiny
+    cfg = {"token_dim": 4, "num_layers": 2, "inter_residual_every": 1, "tower_units": [4]}
+    argv = _common(tmp_path) + ["--models", "tokenmixer_large", "--config"]
+    assert compare.main(argv + ["tokenmixer_large=" + json.dumps(cfg)]) == 0
+    (row,) = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"]
+    assert row["model"] == "tokenmixer_large" and 0 < row["test_a_auc_mean"] <= 1
 
 
 def test_skips_without_data(tmp_path, capsys):
