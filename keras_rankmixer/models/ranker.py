@@ -12,7 +12,6 @@ from keras_rankmixer.features import Feature
 from keras_rankmixer.layers._checks import check_rate
 from keras_rankmixer.layers.activations import get_activation
 from keras_rankmixer.models.backbone import Backbone, check_model_kwargs
-from keras_rankmixer.training.compile import DEFAULT_JIT_COMPILE, ranking_compile_arguments
 from keras_rankmixer.types import ActivationLike, DTypeLike
 
 #: Per-task options a `tasks` dict may give.
@@ -229,7 +228,7 @@ class Ranker(keras.Model):
         metrics: Any = "auto",
         *,
         learning_rate: float | None = None,
-        jit_compile: bool | str = DEFAULT_JIT_COMPILE,
+        jit_compile: bool | str | None = None,
         **kwargs: Any,
     ) -> None:
         """`keras.Model.compile` with ranking defaults; every argument may be overridden.
@@ -245,9 +244,13 @@ class Ranker(keras.Model):
             loss_weights: `"auto"` (the tasks' `loss_weight` options) or a dict / None.
             metrics: `"auto"` or any `compile` metrics.
             learning_rate: Learning rate of a named (or the default) optimizer.
-            jit_compile: XLA compilation.
+            jit_compile: XLA compilation; None for the default (True).
             **kwargs: Other `keras.Model.compile` arguments.
         """
+        # Imported here, not at module level: models sit below training in the package
+        # (training's runner builds models), so importing models must not import training.
+        from keras_rankmixer.training.compile import ranking_compile_arguments
+
         if isinstance(loss_weights, str) and loss_weights == "auto":
             loss_weights = self.default_loss_weights
         super().compile(

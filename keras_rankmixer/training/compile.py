@@ -33,7 +33,7 @@ def ranking_compile_arguments(
     metrics: Any = "auto",
     loss_weights: Mapping[str, float] | None = None,
     learning_rate: float | None = None,
-    jit_compile: bool | str = DEFAULT_JIT_COMPILE,
+    jit_compile: bool | str | None = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
     """`keras.Model.compile` arguments for a model with one sigmoid output per task.
@@ -50,7 +50,8 @@ def ranking_compile_arguments(
         metrics: `"auto"` or any `compile` metrics.
         loss_weights: Optional per-task loss weights.
         learning_rate: Learning rate of a named optimizer (default 1e-3).
-        jit_compile: XLA compilation (`True`, `False` or `"auto"`).
+        jit_compile: XLA compilation (`True`, `False` or `"auto"`); None for the default
+            (`DEFAULT_JIT_COMPILE`, True).
         **kwargs: Other `keras.Model.compile` arguments (e.g. `steps_per_execution`).
 
     Returns:
@@ -63,6 +64,8 @@ def ranking_compile_arguments(
     ('Adam', 'binary_crossentropy', True)
     """
     tasks = list(tasks)
+    if jit_compile is None:
+        jit_compile = DEFAULT_JIT_COMPILE
     if optimizer == "auto":
         optimizer = DEFAULT_OPTIMIZER
     if isinstance(optimizer, str | Mapping):
