@@ -153,7 +153,7 @@ def test_family_blocks_build_and_keep_the_token_shape(block, tokenizer):
 
 def test_tokenmixer_large_trains_with_its_auxiliary_losses(tiny, capsys):
     _, tmp_path = tiny
-    cfg = {"token_dim": 4, "num_layers": 2, "inter_residual_every": 1, "tower_units": [4]}
+    cfg = {"token_dim": 6, "num_layers": 2, "inter_residual_every": 1, "tower_units": [4]}
     argv = _common(tmp_path) + ["--models", "tokenmixer_large", "--config"]
     assert compare.main(argv + ["tokenmixer_large=" + json.dumps(cfg)]) == 0
     (row,) = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"]
