@@ -323,8 +323,10 @@ class TokenMixerLargeRanker(Ranker):
     predictions, which `compute_loss` and `compute_metrics` take out again. `predict`,
     `evaluate`, `model.export` and `export_saved_model` call the model with `training=False`,
     which is exactly `Ranker`'s serving graph: outputs `{task: probability}` and no
-    auxiliary head in the exported signature. With `aux_loss_weight=0`, or a backbone with
-    no inter-residual point, it is a plain `Ranker`.
+    auxiliary head in the exported signature. (The heads' variables are still the ranker's
+    weights, so they are saved; `serving_model()` is the serving graph without them, for a
+    reduced-precision export, which copies weights onto a clone of the graph.) With
+    `aux_loss_weight=0`, or a backbone with no inter-residual point, it is a plain `Ranker`.
 
     Args:
         backbone: A `TokenMixerLargeBackbone`.
@@ -406,6 +408,15 @@ class TokenMixerLargeRanker(Ranker):
                 )(h)
                 self._aux_keys[key] = task
         self._train_graph = keras.Model(self.input, outputs, name=f"{name}_with_aux")
+
+    def serving_model(self) -> keras.Model:
+        """The serving graph alone, as a plain functional model sharing this ranker's layers.
+
+        Same inputs, outputs `{task: probability}` and weights, without the auxiliary heads'
+        variables; for tools that copy weights between a model and a clone of its graph
+        (e.g. `export_saved_model(..., precision="bfloat16")`).
+        """
+        return keras.Model(self.input, self.output, name=self.name)
 
     @property
     def aux_output_names(self) -> list[str]:

@@ -115,6 +115,24 @@ def test_aux_heads_exist_only_in_training():
     assert len(aux_weights) == 8  # kernel + bias of 4 heads, trained with the ranker
 
 
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="SavedModel export: TF")
+def test_exported_signature_has_only_the_task_outputs(tmp_path):
+    import tensorflow as tf
+
+    from keras_rankmixer.export import export_saved_model
+
+    ranker = TokenMixerLargeRanker(backbone(num_layers=3), tasks=["click", "like"])
+    assert ranker.aux_output_names
+    result = export_saved_model(ranker, str(tmp_path), "tml", warmup_inputs=batch(4))
+    signature = tf.saved_model.load(result.path).signatures["serving_default"]
+    assert sorted(signature.structured_outputs) == ["click", "like"]
+    assert max(result.max_abs_diff.values()) < 1e-5
+    serving = ranker.serving_model()
+    assert len(serving.weights) == len(ranker.weights) - 5  # aux norm + 2 heads
+    for task in ("click", "like"):
+        assert_all_close(serving.predict(batch(), verbose=0)[task], ranker.predict(batch())[task])
+
+
 def test_aux_loss_value():
     ranker = TokenMixerLargeRanker(backbone(), tasks={"click": {}, "like": {"loss_weight": 0.5}})
     ranker.compile(jit_compile=False)
