@@ -78,7 +78,8 @@ def collect(ds):
 
 def assert_same(paths, specs, labels=("label",), **kw):
     """Native rows, values, dtypes and report == `readers.read_arrays` on the same files."""
-    python_kw = {k: v for k, v in kw.items() if k not in ("block_rows", "num_parallel_reads")}
+    native_only = ("block_rows", "num_parallel_reads", "whole_file_bytes")
+    python_kw = {k: v for k, v in kw.items() if k not in native_only}
     want = readers.read_arrays(paths, specs, labels, **python_kw)
     ds = make_native_dataset(paths, specs, labels, batch_size=kw.pop("batch_size", 5), **kw)
     assert ds.engine == "native"
@@ -147,14 +148,15 @@ def test_csv_values_missing_and_truncation(tmp_path):
     assert want.report.truncated == {"hist": 1} and len(want) == 3
 
 
-@pytest.mark.parametrize("block_rows", [3, 64])
-def test_every_feature_kind_and_corner_case_skip_mode(tmp_path, block_rows):
+@pytest.mark.parametrize("block_rows, whole_file_bytes", [(3, 0), (64, 2**26)])
+def test_every_feature_kind_and_corner_case_skip_mode(tmp_path, block_rows, whole_file_bytes):
     """Random rows drawn from tricky cells (missing texts, padded numbers, 1_000, 1e3, inf,
     hex floats, bad ids, bad labels, sequences with blanks): same kept rows, values and
-    skip counts; blocks of 3 and 64 lines exercise both the fast and the general path."""
+    skip counts; blocks of 3 and 64 lines exercise both the fast and the general path, the
+    file streamed line by line and read in one piece."""
     path = write(tmp_path, "mixed.csv", mixed_csv(np.random.default_rng(block_rows), 100))
     want = assert_same(path, MIXED_SPECS, hash_columns=MIXED_HASH, on_bad_rows="skip",
-                       block_rows=block_rows)  # fmt: skip
+                       block_rows=block_rows, whole_file_bytes=whole_file_bytes)  # fmt: skip
     assert want.report.skipped and want.report.rows_kept > 5  # the test sees both
 
 
