@@ -282,7 +282,7 @@ def load_census(
 
     Labels are `{"income": int64 0/1, "never_married": int64 0/1}`.
     """
-    from keras_rankmixer.data.readers import read_arrays
+    from keras_rankmixer.data.sources import read_arrays
 
     bad = [s for s in splits if s not in SPLITS]
     if bad:
@@ -306,3 +306,71 @@ def load_census(
 
 def _as_pair(result) -> tuple[dict, dict]:
     return result.features, result.labels
+
+
+# ---------------------------------------------------------------------------------------------
+# Frappe_x1 and the raw Criteo layout.
+
+
+#: Column names of the raw Criteo layout (label, 13 integer counts, 26 hashed categoricals).
+CRITEO_COLUMNS: tuple[str, ...] = (
+    ("label",) + tuple(f"I{i}" for i in range(1, 14)) + tuple(f"C{i}" for i in range(1, 27))
+)
+#: Column names of Frappe_x1 (BARS): label and 10 categorical fields (integer ids).
+FRAPPE_COLUMNS: tuple[str, ...] = (
+    "label",
+    "user",
+    "item",
+    "daytime",
+    "weekday",
+    "isweekend",
+    "homework",
+    "cost",
+    "weather",
+    "country",
+    "city",
+)
+
+
+def frappe_features(embedding_dim: int = 10, vocabulary_size: int = 5500) -> list[Feature]:
+    """Specs for Frappe_x1's 10 categorical fields (integer ids), one semantic group each.
+
+    The BARS files number all fields' values in one id space (below 5500); adapt the
+    vocabularies from the training split with `adapt_vocabularies` to get compact tables.
+    """
+    from keras_rankmixer.features import CategoricalFeature
+
+    groups = {"user": "user", "item": "item"}
+    return [
+        CategoricalFeature(
+            name,
+            vocabulary_size=vocabulary_size,
+            embedding_dim=embedding_dim,
+            group=groups.get(name, name),
+        )
+        for name in FRAPPE_COLUMNS[1:]
+    ]
+
+
+def criteo_features(
+    embedding_dim: int = 16, num_hash_bins: int = 100_000
+) -> tuple[list[Feature], list[str]]:
+    """Specs for the raw Criteo layout and the list of columns to hash.
+
+    I1-I13 are `NumericFeature(transform="log1p")` (adapt mean/std on the training split);
+    C1-C26 are hex strings, hashed in the reader (`hash_columns`) to int64 ids and declared
+    `CategoricalFeature(num_hash_bins=...)` int64, so the model stays XLA-compilable.
+    """
+    from keras_rankmixer.features import CategoricalFeature, NumericFeature
+
+    numeric = [
+        NumericFeature(c, transform="log1p", embedding_dim=embedding_dim, group="dense")
+        for c in CRITEO_COLUMNS[1:14]
+    ]
+    cats = [
+        CategoricalFeature(
+            c, num_hash_bins=num_hash_bins, embedding_dim=embedding_dim, group="sparse"
+        )
+        for c in CRITEO_COLUMNS[14:]
+    ]
+    return numeric + cats, list(CRITEO_COLUMNS[14:])
