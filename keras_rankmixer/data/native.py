@@ -80,6 +80,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from keras_rankmixer.data import readers
+from keras_rankmixer.data.options import accepts_options
 from keras_rankmixer.data.readers import (
     HASH_SPACE,
     DataError,
@@ -398,6 +399,7 @@ def _scan_text(path, sep, column_names):
 # The dataset.
 
 
+@accepts_options
 def make_native_dataset(
     paths: str | Sequence[str],
     specs: Sequence[Feature],
@@ -450,6 +452,8 @@ def make_native_dataset(
         num_threads: Size of the dataset's private thread pool (None: TF's default, all
             cores).
         deterministic: Keep the block order under parallel parsing (default True).
+        options: A `ReadOptions` for the reading fields above (format ... chunk_rows), merged
+            with them as in `make_dataset` (a field given both ways is a `TypeError`).
 
     Returns:
         A `tf.data.Dataset` of `(features dict, labels dict)` with `report` (a `ReadReport`),

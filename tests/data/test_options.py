@@ -240,3 +240,20 @@ def test_readers_module_still_reexports_every_name():
     assert readers.check_files is data.check_files
     for name in ("_common", "_FORMATS", "_MISSING_TEXT", "_check_example", "_np_dtype"):
         assert hasattr(readers, name), name  # what data/native.py reads today
+
+
+def test_the_native_path_takes_options_too(tmp_path):
+    from keras_rankmixer.data.native import check_native_files, make_native_dataset
+
+    path = _tsv(tmp_path)
+    options = ReadOptions(**KEYWORDS)
+    want = read_arrays(path, SPECS, options=options)
+    for kw in (dict(options=options), KEYWORDS):
+        ds = make_native_dataset(path, SPECS, batch_size=2, **kw)
+        assert ds.engine == "native"
+        users = [x["user"].numpy().tolist() for x, _ in ds]
+        assert users == [[3, -1], [7]] and ds.report.rows_kept == want.report.rows_kept
+        assert ds.report.skipped == want.report.skipped
+        assert check_native_files(path, SPECS, **kw).skipped == want.report.skipped
+    with pytest.raises(TypeError, match=r"make_native_dataset\(\) got 'on_bad_rows' both"):
+        make_native_dataset(path, SPECS, options=options, on_bad_rows="skip")
