@@ -642,30 +642,3 @@ def _verify(model, path, inputs, input_specs) -> dict[str, float]:
         diffs[task] = float(np.max(np.abs(a - b)))
     return diffs
 
-
-def keras_free_python(target_dir: str) -> tuple[list[str], dict[str, str]]:
-    """A Python command and environment in which `keras` / `keras_rankmixer` cannot be imported.
-
-    TensorFlow imports Keras lazily when it is installed (e.g. inside `tf.saved_model.load`),
-    so proving that an export needs neither takes a Python without them: `python -S` (no
-    `site`, so no `.pth` / editable-install hooks) with `PYTHONPATH` set to `target_dir`, a
-    folder of symlinks to this environment's site-packages minus `keras*`, `tf_keras*` and the
-    editable install of this package. Used by the export tests and `benchmarks/serving.py`.
-
-    Returns:
-        `(argv_prefix, env)`: run `subprocess.run(argv_prefix + ["-c", code], env=env)`.
-    """
-    import sys
-    import sysconfig
-
-    source = sysconfig.get_paths()["purelib"]
-    os.makedirs(target_dir, exist_ok=True)
-    for entry in os.listdir(source):
-        name = entry.lower()
-        if name.startswith(("keras", "tf_keras", "__editable__")) or name.endswith(".pth"):
-            continue
-        link = os.path.join(target_dir, entry)
-        if not os.path.lexists(link):
-            os.symlink(os.path.join(source, entry), link)
-    env = {**os.environ, "PYTHONPATH": target_dir, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return [sys.executable, "-S"], env

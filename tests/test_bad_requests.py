@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow", reason="SavedModel serving needs TensorFlow"
 )
 
-from helpers import run_json_script  # noqa: E402
+from helpers import keras_free_python, run_json_script  # noqa: E402
 
 from keras_rankmixer import (  # noqa: E402
     CategoricalFeature,
@@ -35,7 +35,7 @@ from keras_rankmixer import (  # noqa: E402
     SequenceFeature,
     build_from_preset,
 )
-from keras_rankmixer.export import export_saved_model, keras_free_python  # noqa: E402
+from keras_rankmixer.export import export_saved_model  # noqa: E402
 from keras_rankmixer.serving import LocalClient, ServingError  # noqa: E402
 
 FEATURES = [

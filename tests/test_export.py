@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 import tensorflow as tf  # noqa: E402
-from helpers import run_json_script  # noqa: E402
+from helpers import keras_free_python, run_json_script  # noqa: E402
 
 from keras_rankmixer import (  # noqa: E402
     CategoricalFeature,
@@ -35,7 +35,6 @@ from keras_rankmixer.export import (  # noqa: E402
     SERVING_DEFAULT,
     TF_EXAMPLE_SIGNATURE,
     export_saved_model,
-    keras_free_python,
     make_examples,
     next_version,
     read_warmup_records,
