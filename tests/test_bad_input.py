@@ -167,6 +167,12 @@ CASES = [
          "[train] error: unknown model name='dcnv3'; available: ..."),
     Case("unknown_preset", train("--train {d}/train.csv", "--preset huge"), 2,
          "[train] error: unknown preset 'huge'..."),
+    Case("preset_of_another_model",
+         train("--train {d}/train.csv", "--preset tokenmixer_large_small"), 2,
+         "[train] error: preset 'tokenmixer_large_small' is a tokenmixer_large preset; --model "
+         "rankmixer takes ['rankmixer_100m', 'rankmixer_1b', 'small', 'tiny']."),
+    Case("missing_import", train("--train {d}/train.csv", "--import {d}/nothere.py"), 2,
+         "[train] error: --import: no such module file: {d}/nothere.py"),
     Case("zero_batch_size", train("--train {d}/train.csv", "--batch-size 0"), 2,
          "[train] error: `batch_size` must be a positive int, got batch_size=0."),
     Case("negative_epochs", train("--train {d}/train.csv", "--epochs -1"), 2,

@@ -173,6 +173,7 @@ def _worker(out_dir: str) -> None:  # pragma: no cover - runs in the subprocess
     from keras import ops
 
     from keras_rankmixer import distribution as dist_lib
+    from keras_rankmixer.commands import _distribution as cli_dist
     from keras_rankmixer.data import make_click_data
     from keras_rankmixer.models import build_from_preset
 
@@ -320,7 +321,7 @@ def _worker(out_dir: str) -> None:  # pragma: no cover - runs in the subprocess
     catch("bad_mesh_string", lambda: dist_lib.model_parallel("2by2"))
     catch("bad_process_id", lambda: dist_lib.initialize_multi_host("127.0.0.1:1234", 2, 2))
     catch("bad_coordinator", lambda: dist_lib.initialize_multi_host("localhost", 2, 0))
-    catch("data_with_model_axis", lambda: dist_lib.distribution_from_flags("data", "2x2"))
+    catch("data_with_model_axis", lambda: cli_dist.distribution_from_flags("data", "2x2"))
     report["errors"] = errors
     tick("errors")
 
@@ -328,7 +329,7 @@ def _worker(out_dir: str) -> None:  # pragma: no cover - runs in the subprocess
     import argparse
 
     flags = dict(coordinator=None, num_processes=None, process_id=None)
-    config, scope = dist_lib.configure_training(
+    config, scope = cli_dist.configure_training(
         argparse.Namespace(distribution="model", mesh="2x2", **flags),
         {"preset": "tiny", "model": "rankmixer", "batch_size": 64},
     )
@@ -340,7 +341,7 @@ def _worker(out_dir: str) -> None:  # pragma: no cover - runs in the subprocess
         "scope": scope,
         "batch_size": config["batch_size"],
     }
-    dist_lib.configure_training(
+    cli_dist.configure_training(
         argparse.Namespace(distribution="data", mesh=None, **flags), {"batch_size": 64}
     )
     active = keras.distribution.distribution()

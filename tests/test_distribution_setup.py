@@ -9,6 +9,7 @@ import keras
 import pytest
 
 from keras_rankmixer import distribution as dist_lib
+from keras_rankmixer.commands import _distribution as cli_dist
 from keras_rankmixer.distribution import DistributionSetupError
 
 
@@ -76,7 +77,7 @@ def test_resolve_jit_compile_with_an_explicit_strategy():
 
 def test_configure_training_without_distribution_is_a_no_op():
     config = {"train": None, "batch_size": 64}
-    out, scope = dist_lib.configure_training(_args(), config)
+    out, scope = cli_dist.configure_training(_args(), config)
     assert out == config and scope is None
 
 
@@ -94,7 +95,7 @@ def test_configure_training_without_distribution_is_a_no_op():
 )
 def test_configure_training_rejects_bad_flag_combinations(kwargs, config, match):
     with pytest.raises(DistributionSetupError, match=match):
-        dist_lib.configure_training(_args(**kwargs), {"batch_size": 64, **config})
+        cli_dist.configure_training(_args(**kwargs), {"batch_size": 64, **config})
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TF-backend rules")
@@ -104,7 +105,7 @@ def test_configure_training_on_tensorflow_refuses_model_parallel_and_multi_host(
         {"distribution": "data", "mesh": "2x1"},
     ):
         with pytest.raises(DistributionSetupError, match="KERAS_BACKEND=jax"):
-            dist_lib.configure_training(_args(**kwargs), {"train": ["x"], "batch_size": 64})
+            cli_dist.configure_training(_args(**kwargs), {"train": ["x"], "batch_size": 64})
     with pytest.raises(DistributionSetupError, match="needs the JAX backend"):
         dist_lib.model_parallel("1x2")
     with pytest.raises(DistributionSetupError, match="needs the JAX backend"):

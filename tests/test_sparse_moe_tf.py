@@ -15,7 +15,7 @@ from tensorflow.core.protobuf import saved_model_pb2  # noqa: E402
 
 from keras_rankmixer import CategoricalFeature, build_rankmixer  # noqa: E402
 from keras_rankmixer.layers import SparseMoE  # noqa: E402
-from keras_rankmixer.moe_callbacks import find_moe_layers  # noqa: E402
+from keras_rankmixer.training.moe_monitor import find_moe_layers  # noqa: E402
 
 T, D, E = 4, 8, 4
 
@@ -134,7 +134,7 @@ def test_lambda_update_under_mirrored_strategy(tmp_path):
     [
         "keras_rankmixer.layers.sparse_moe",
         "keras_rankmixer.layers.per_token_router",
-        "keras_rankmixer.moe_callbacks",
+        "keras_rankmixer.training.moe_monitor",
     ],
 )
 def test_docstring_examples(name):

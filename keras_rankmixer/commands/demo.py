@@ -29,8 +29,9 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from keras_rankmixer import runs
-    from keras_rankmixer.commands.train import build_and_train
+    from keras_rankmixer.commands.train import printer
+    from keras_rankmixer.training.run_dir import METRICS_FILE
+    from keras_rankmixer.training.runner import build_and_train
 
     print(
         f"[demo] {args.samples:,} synthetic click rows (seed {args.seed}), preset '{args.preset}'"
@@ -47,9 +48,9 @@ def run(args: argparse.Namespace) -> int:
         "patience": 1,
         "run_dir": args.output,
         # A finished demo is retrained; an interrupted one resumes (same command again).
-        "overwrite": os.path.exists(os.path.join(args.output, runs.METRICS_FILE)),
+        "overwrite": os.path.exists(os.path.join(args.output, METRICS_FILE)),
     }
-    metrics = build_and_train(config)
+    metrics = build_and_train(config, log=printer("train"))
     print(
         f"[demo] validation AUC {metrics['valid_auc']:.4f} "
         f"(Bayes-optimal {metrics['valid_oracle_auc']:.4f}), "

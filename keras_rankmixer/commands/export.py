@@ -14,7 +14,8 @@ def register(subparsers) -> None:
         description=(
             "Write <output>/<model-name>/<version>/ (SavedModel with the serving_default and "
             "tf_example signatures, assets.extra/tf_serving_warmup_requests). SOURCE is a "
-            ".keras file or a run directory holding model.keras (and features.json)."
+            ".keras file (it holds the feature specs) or a run directory holding model.keras "
+            "(an old run's plain functional model takes its specs from features.json)."
         ),
     )
     parser.add_argument("source", help="a .keras file, or a run directory with model.keras")
@@ -34,56 +35,33 @@ def register(subparsers) -> None:
         default=None,
         help="optional .npz of raw features (one array per feature) for warmup and checks",
     )
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        nargs="+",
+        default=[],
+        metavar="MODULE",
+        help="modules (dotted names or .py files) to import first, e.g. ones registering a "
+        "custom backbone (a run directory's config.json lists its own)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing version")
     parser.add_argument("--no-verify", action="store_true", help="skip the reload check")
     parser.set_defaults(func=run)
-
-
-def resolve_source(source: str) -> tuple[str, str | None]:
-    """(path of the .keras file, path of features.json or None) for a file or run directory."""
-    from keras_rankmixer.runs import FEATURES_FILE, MODEL_FILE  # the `rankmixer train` layout
-
-    if os.path.isdir(source):
-        model_path = os.path.join(source, MODEL_FILE)
-        if not os.path.exists(model_path):
-            raise FileNotFoundError(f"{source} is a directory without {MODEL_FILE}.")
-        features_path = os.path.join(source, FEATURES_FILE)
-        return model_path, features_path if os.path.exists(features_path) else None
-    if not source.endswith(".keras"):
-        raise ValueError(f"SOURCE must be a .keras file or a run directory, got {source!r}.")
-    if not os.path.exists(source):
-        raise FileNotFoundError(f"no such model file: {source}")
-    return source, None
-
-
-def load_for_export(source: str):
-    """(model, feature specs or None) from a `.keras` file or a run directory."""
-    import keras
-
-    import keras_rankmixer  # noqa: F401  (registers the custom layers)
-    from keras_rankmixer.features import check_features
-
-    model_path, features_path = resolve_source(source)
-    model = keras.saving.load_model(model_path, compile=False)
-    features = None
-    if features_path:
-        with open(features_path) as f:
-            features = check_features(json.load(f))
-        inputs = sorted(t.name for t in model.inputs)
-        names = sorted(f.name for f in features)
-        if inputs != names:
-            raise ValueError(
-                f"{features_path} declares features {names}, but the model's inputs are {inputs}."
-            )
-    return model, features
 
 
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from keras_rankmixer.export import export_saved_model
+    from keras_rankmixer.training.run_dir import CONFIG_FILE, load_run_model, read_json
+    from keras_rankmixer.training.runner import import_modules
 
-    model, features = load_for_export(args.source)
+    imports = list(args.imports)
+    config_path = os.path.join(args.source, CONFIG_FILE)
+    if os.path.isdir(args.source) and os.path.exists(config_path):
+        imports += read_json(config_path, "config").get("imports") or []
+    import_modules(imports)
+    model, features = load_run_model(args.source)
     warmup = None
     if args.warmup_data:
         with np.load(args.warmup_data, allow_pickle=True) as data:

@@ -7,7 +7,7 @@ import pytest
 
 from keras_rankmixer.data import make_click_data
 from keras_rankmixer.features import validate_features
-from keras_rankmixer.runs import roc_auc
+from keras_rankmixer.training.metrics import roc_auc
 
 
 @pytest.fixture(scope="module")

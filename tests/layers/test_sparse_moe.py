@@ -11,7 +11,7 @@ import pytest
 from keras import ops
 
 from keras_rankmixer.layers import SparseMoE
-from keras_rankmixer.moe_callbacks import MoEMonitor, plot_active_ratio
+from keras_rankmixer.training.moe_monitor import MoEMonitor, plot_active_ratio
 
 B, T, D, E = 6, 3, 8, 4
 BACKEND = keras.backend.backend()
