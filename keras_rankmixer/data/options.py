@@ -188,7 +188,7 @@ compression=None, chunk_rows=65536)
         unknown = sorted(set(changes) - set(self.fields()))
         if unknown:
             raise TypeError(f"ReadOptions.replace() got unknown option(s) {unknown}.")
-        return type(self)(**{k: getattr(self, k) for k in self._given}, **changes)
+        return type(self)(**{**{k: getattr(self, k) for k in self._given}, **changes})
 
 
 def resolve_options(

@@ -78,6 +78,11 @@ def test_values_are_normalised_and_frozen():
     assert o.replace(on_bad_rows="skip").on_bad_rows == "skip" and o.on_bad_rows == "raise"
     with pytest.raises(ValueError, match="`num_shards`"):
         o.replace(num_shards=0)
+    sharded = ReadOptions(shard_index=1, num_shards=2)  # a given field changes too
+    assert sharded.replace(shard_index=0, num_shards=1) == ReadOptions()
+    assert o.replace(column_names=["x"]).column_names == ("x",)
+    with pytest.raises(TypeError, match="unknown option"):
+        o.replace(epochs=1)
     for value in (None, "", "GZIP", "ZLIB"):
         assert ReadOptions(compression=value).compression == value
 
