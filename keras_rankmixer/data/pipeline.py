@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from keras_rankmixer.data.options import ReadOptions, resolve_options
-from keras_rankmixer.data.schema import DataError, ReadReport, _np_dtype, make_converter
-from keras_rankmixer.data.sources import _iter_chunks, list_files
+from keras_rankmixer.data.options import ReadOptions
+from keras_rankmixer.data.schema import DataError, _np_dtype
+from keras_rankmixer.data.sources import _iter_chunks, _start
 from keras_rankmixer.features import Feature
 
 
@@ -88,10 +88,9 @@ def make_dataset(
 
     check_positive("batch_size", batch_size, integer=True)
     check_positive("shuffle_chunks", shuffle_chunks, integer=True)
-    options = resolve_options(options, keywords, "make_dataset")
-    converter = make_converter(specs, label_columns, options)
-    files = list_files(paths, options.shard_index, options.num_shards)
-    report = ReadReport()
+    options, converter, files, report = _start(
+        paths, specs, label_columns, options, keywords, "make_dataset"
+    )
     errors: list[DataError] = []
     epoch = [0]
 

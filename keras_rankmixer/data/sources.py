@@ -383,10 +383,9 @@ def read_arrays(
     >>> out.features["user"].tolist(), out.labels["label"].tolist(), out.report.missing
     ([3, -1], [1, 0], {'user': 1})
     """
-    options = resolve_options(options, keywords, "read_arrays")
-    converter = make_converter(specs, label_columns, options)
-    files = list_files(paths, options.shard_index, options.num_shards)
-    report = ReadReport()
+    options, converter, files, report = _start(
+        paths, specs, label_columns, options, keywords, "read_arrays"
+    )
     parts_f: dict[str, list] = {f.name: [] for f in converter.specs}
     parts_l: dict[str, list] = {c: [] for c in converter.label_columns}
     for feats, labels in _iter_chunks(files, converter, report, options):
@@ -426,13 +425,21 @@ def check_files(
     >>> report.rows_kept, report.missing
     (2, {'user': 1})
     """
-    options = resolve_options(options, keywords, "check_files")
-    converter = make_converter(specs, label_columns, options)
-    files = list_files(paths, options.shard_index, options.num_shards)
-    report = ReadReport()
+    options, converter, files, report = _start(
+        paths, specs, label_columns, options, keywords, "check_files"
+    )
     for _ in _iter_chunks(files, converter, report, options):
         pass
     return report
+
+
+def _start(paths, specs, label_columns, options, keywords, caller):
+    """Every reader's first steps: the options (merged with the keywords), the converter,
+    this shard's files and an empty report."""
+    options = resolve_options(options, keywords, caller)
+    converter = make_converter(specs, label_columns, options)
+    files = list_files(paths, options.shard_index, options.num_shards)
+    return options, converter, files, ReadReport()
 
 
 def _concat(parts, spec):
