@@ -534,7 +534,8 @@ def _columns(rows) -> list[tuple[str, str]]:
     if not tasks:
         return [("test AUC", "test_auc"), ("test logloss", "test_logloss")]
     kinds = (("valid AUC", "valid", "auc"), ("AUC", "test", "auc"), ("logloss", "test", "logloss"))
-    return [(f"{t} {w}", f"{s}_{t}_{m}") for t in tasks for w, s, m in kinds]
+    cols = [(f"{t} {w}", f"{s}_{t}_{m}") for t in tasks for w, s, m in kinds]
+    return [c for c in cols if any(f"{c[1]}_mean" in r for r in rows)]  # no test under --tune
 
 
 def print_table(rows):
