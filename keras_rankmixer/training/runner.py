@@ -234,18 +234,20 @@ def load_specs(config: dict) -> tuple[list, list[str]]:
     return [feature_from_config(c) for c in data], []
 
 
-def read_options(config: dict, extra_hash_columns: Sequence[str] = (), **overrides) -> dict:
-    """The reader keyword arguments of a config (format, layout, hashing, bad-row policy)."""
-    options = dict(
-        format=config["format"],
-        column_names=config["column_names"],
-        delimiter=config["delimiter"],
-        hash_columns=sorted(set(extra_hash_columns) | set(config["hash_columns"])),
-        ignore_columns=config["ignore_columns"],
-        on_bad_rows=config["on_bad_rows"],
-    )
-    options.update({k: v for k, v in overrides.items() if v is not None})
-    return options
+def read_options(
+    config: dict, extra_hash_columns: Sequence[str] = (), on_bad_rows: str | None = None
+):
+    """The `keras_rankmixer.data.ReadOptions` of a config: format and layout, the hashed
+    columns (the config's and `extra_hash_columns`, e.g. a named dataset's), the bad-row
+    policy (`on_bad_rows` overrides the config's) and the training shard."""
+    from keras_rankmixer.data import ReadOptions
+
+    overrides: dict[str, Any] = {
+        "hash_columns": sorted(set(extra_hash_columns) | set(config["hash_columns"] or ()))
+    }
+    if on_bad_rows is not None:
+        overrides["on_bad_rows"] = on_bad_rows
+    return ReadOptions.from_config(config, **overrides)
 
 
 def require_rows(split: str, paths: list[str], report) -> None:
@@ -277,8 +279,13 @@ def raise_data_error(error: BaseException, *datasets) -> None:
 
 def load_data(config: dict) -> dict:
     """Specs and splits: {"specs", "train", "valid", "test", "rows"}; arrays or datasets."""
-    from keras_rankmixer.data import adapt_vocabularies, make_click_data, make_dataset, read_arrays
-    from keras_rankmixer.data.readers import check_files
+    from keras_rankmixer.data import (
+        adapt_vocabularies,
+        check_files,
+        make_click_data,
+        make_dataset,
+        read_arrays,
+    )
     from keras_rankmixer.features import adapt_features
 
     if not config["train"]:
@@ -294,13 +301,16 @@ def load_data(config: dict) -> dict:
             "rows": {"train": len(train.labels["click"])},
         }
     specs, hash_columns = load_specs(config)
-    reader = read_options(config, hash_columns)
+    # The training shard reads its part of the files; validation and test read all of them.
+    options = {"train": read_options(config, hash_columns)}
+    options["valid"] = options["test"] = options["train"].replace(shard_index=0, num_shards=1)
     needs_stats = config["adapt_vocabulary"] or any(f.kind == "numeric" for f in specs)
     checked: dict[str, Any] = {}
     if needs_stats:
         # Statistics from ALL training files, on every process: with per-shard statistics the
         # processes of a multi-host run would build different models (normalisation, vocab).
-        sample = read_arrays(config["train"], specs, config["labels"], **reader)
+        whole = options["valid"]  # all training files, not this process's shard
+        sample = read_arrays(config["train"], specs, config["labels"], options=whole)
         require_rows("train", config["train"], sample.report)
         checked["train"] = sample.report
         specs = (
@@ -312,11 +322,9 @@ def load_data(config: dict) -> dict:
     # Every row of every split is read and checked once before a model is built: bad data
     # fails here with the reader's DataError (file, line, column), not inside tf.data after
     # an epoch, and empty splits are refused instead of trained / validated on.
-    shards = {"shard_index": config["shard_index"], "num_shards": config["num_shards"]}
     for split in ("train", "valid", "test"):
         if config[split] and split not in checked:
-            shard = shards if split == "train" else {}
-            report = check_files(config[split], specs, config["labels"], **shard, **reader)
+            report = check_files(config[split], specs, config["labels"], options=options[split])
             require_rows(split, config[split], report)
             checked[split] = report
     out = {"specs": specs, "rows": {k: v.rows_kept for k, v in checked.items()}}
@@ -331,8 +339,7 @@ def load_data(config: dict) -> dict:
                 shuffle=train,
                 shuffle_chunks=config["shuffle_chunks"] if train else 1,
                 seed=config["seed"],
-                **(shards if train else {}),
-                **reader,
+                options=options[split],
             )
     return out
 
@@ -627,8 +634,7 @@ def evaluate_run(
     run's `features.json` for a plain functional model), the reader options, labels and
     user modules (`imports`) from `config.json`.
     """
-    from keras_rankmixer.data import make_dataset
-    from keras_rankmixer.data.readers import check_files
+    from keras_rankmixer.data import check_files, make_dataset
     from keras_rankmixer.training.metrics import evaluate_exact
 
     if not isinstance(batch_size, int) or batch_size < 1:
@@ -646,7 +652,8 @@ def evaluate_run(
             f"{run_dir} was trained on synthetic data and has no test files; pass --data FILE."
         )
     named = config["features"] in ("frappe", "criteo")
-    reader = read_options(config, load_specs(config)[1] if named else (), on_bad_rows=on_bad_rows)
+    options = read_options(config, load_specs(config)[1] if named else (), on_bad_rows)
+    options = options.replace(shard_index=0, num_shards=1)  # all of the files
     model, specs = files.load_run_model(run_dir)
     if specs is None:
         raise ValueError(
@@ -654,8 +661,8 @@ def evaluate_run(
         )
     # Every row is checked before scoring: a bad row fails fast with the reader's
     # DataError, and files without a usable row are refused.
-    require_rows("data", list(data), check_files(data, specs, config["labels"], **reader))
-    dataset = make_dataset(data, specs, config["labels"], batch_size=batch_size, **reader)
+    require_rows("data", list(data), check_files(data, specs, config["labels"], options=options))
+    dataset = make_dataset(data, specs, config["labels"], batch_size=batch_size, options=options)
     if progress is None:
         progress = sys.stderr.isatty()
     try:
