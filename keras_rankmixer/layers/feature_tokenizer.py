@@ -8,6 +8,7 @@ import keras
 from keras import ops
 
 from keras_rankmixer.layers._checks import check_positive, per_token_initializer
+from keras_rankmixer.layers.per_token_ffn import serving_lever
 
 
 @keras.saving.register_keras_serializable(package="keras_rankmixer")
@@ -117,6 +118,8 @@ class FeatureTokenizer(keras.layers.Layer):
             inputs = ops.concatenate([ops.cast(x, self.compute_dtype) for x in inputs], axis=-1)
         if self.padding:
             inputs = ops.pad(inputs, [[0, 0], [0, self.padding]])
+        if not self.shared_projection and serving_lever("tokenizer"):
+            return self._call_per_slice_2d(inputs)
         slices = ops.reshape(inputs, (-1, self.num_tokens, self.slice_dim))
         if self.shared_projection:
             tokens = ops.matmul(slices, self.kernel)
@@ -125,6 +128,20 @@ class FeatureTokenizer(keras.layers.Layer):
         if self.bias is not None:
             tokens = tokens + self.bias
         return tokens
+
+    def _call_per_slice_2d(self, inputs):
+        """Serving spelling (`cpu_serving_graph("tokenizer")`): one 2-D `MatMul` + `BiasAdd`
+        per slice, fused by TF's remapper, instead of an `Einsum` (same math and weights)."""
+        import tensorflow as tf
+
+        dtype = self.compute_dtype
+        kernels = tf.unstack(ops.cast(self.kernel, dtype), axis=0)
+        biases = tf.unstack(ops.cast(self.bias, dtype), axis=0) if self.bias is not None else None
+        tokens = []
+        for t, piece in enumerate(tf.split(inputs, self.num_tokens, axis=-1)):
+            token = tf.matmul(piece, kernels[t])
+            tokens.append(tf.nn.bias_add(token, biases[t]) if biases is not None else token)
+        return tf.stack(tokens, axis=1)
 
     def flops_per_sample(self) -> int:
         """Forward matmul FLOPs per sample: `2 * T * d * D`."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import keras
@@ -9,6 +12,78 @@ from keras import ops
 
 from keras_rankmixer.layers._checks import check_positive, check_tokens_shape, per_token_initializer
 from keras_rankmixer.layers.activations import get_activation
+
+#: The serving-graph levers `cpu_serving_graph` can switch on (see its docstring).
+SERVING_LEVERS = frozenset({"ffn", "residual", "tokenizer", "layer_norm"})
+_SERVING = threading.local()
+
+
+@contextlib.contextmanager
+def cpu_serving_graph(levers: Iterable[str] | str = "all") -> Iterator[frozenset]:
+    """Trace the layers in the spelling TF's CPU graph optimiser fuses (TensorFlow only).
+
+    Inside this context, while a `tf.function` is traced for serving without XLA (e.g. by
+    `keras_rankmixer.export_saved_model`), the per-token layers emit the same math with the
+    same weights as a graph that grappler's remapper rewrites into oneDNN fused kernels:
+
+    - `"ffn"`: `PerTokenFFN` runs one 2-D `MatMul` per token instead of one `BatchMatMulV2`,
+      with `BiasAdd` + activation right after it, which the remapper fuses into
+      `_MklNativeFusedMatMul[BiasAdd, GeluExact]` (exact erf GELU; also `Relu`, `Elu`, ...) and
+      `[BiasAdd]`. TF has no fusion for `BatchMatMulV2` + bias + GELU, so the batched form runs
+      the bias add and the exact GELU's `Neg`/`Mul`/`Erfc`/`Mul`/`Mul` as separate passes over
+      the k-times wider hidden activation.
+    - `"residual"`: `RankMixerBlock` hands its residual to the FFN, so the second matmul of
+      every token becomes `_MklNativeFusedMatMul[BiasAdd, Add]` (bias and skip connection in
+      the matmul's epilogue).
+    - `"tokenizer"`: `FeatureTokenizer` projects each slice with its own 2-D
+      `MatMul` + `BiasAdd` (fused) instead of an `Einsum`.
+    - `"layer_norm"`: `RankMixerBlock`'s LayerNorms are spelled as Keras 2 spelled them
+      (`Reshape` -> `FusedBatchNormV3(is_training)` -> `Reshape` -> `* gamma + beta`), the
+      pattern the remapper turns into one `_MklLayerNorm` when the batch size is dynamic (as
+      in a SavedModel signature), instead of Keras 3's ~10 element-wise ops.
+
+    Outside this context (training, `model.predict`, JAX, an XLA-compiled export) nothing
+    changes. `levers` is `"all"`, `"none"`, a comma-separated string or an iterable of the
+    names in `SERVING_LEVERS`.
+
+    Example:
+
+    >>> with cpu_serving_graph("ffn") as levers:
+    ...     sorted(levers)
+    ['ffn']
+    """
+    active = parse_serving_levers(levers)
+    previous = getattr(_SERVING, "levers", frozenset())
+    _SERVING.levers = active
+    try:
+        yield active
+    finally:
+        _SERVING.levers = previous
+
+
+def parse_serving_levers(levers: Iterable[str] | str) -> frozenset:
+    """`"all"` / `"none"` / `"ffn,residual"` / an iterable -> a frozenset of `SERVING_LEVERS`."""
+    if isinstance(levers, str):
+        levers = (
+            SERVING_LEVERS
+            if levers == "all"
+            else ()
+            if levers in ("none", "")
+            else [x.strip() for x in levers.split(",")]
+        )
+    active = frozenset(levers)
+    unknown = active - SERVING_LEVERS
+    if unknown:
+        raise ValueError(
+            f"unknown serving-graph lever(s) {sorted(unknown)}; "
+            f"choose from {sorted(SERVING_LEVERS)}, 'all' or 'none'."
+        )
+    return active
+
+
+def serving_lever(name: str) -> bool:
+    """Whether lever `name` of `cpu_serving_graph` is on (always False off TensorFlow)."""
+    return name in getattr(_SERVING, "levers", ()) and keras.backend.backend() == "tensorflow"
 
 
 def resolve_hidden_dim(dim: int, hidden_ratio: float, hidden_dim: int | None) -> int:
@@ -120,7 +195,41 @@ class PerTokenFFN(keras.layers.Layer):
             self.bias_1 = self.bias_2 = None
         self.built = True
 
-    def call(self, inputs):
+    def call(self, inputs, residual=None):
+        """`FFN(inputs)`, plus `residual` when given (the block's skip connection)."""
+        if not self.shared and serving_lever("ffn"):
+            return self._call_per_token_2d(inputs, residual)
+        out = self._call(inputs)
+        return out if residual is None else out + residual
+
+    def _call_per_token_2d(self, inputs, residual):
+        """The serving spelling (`cpu_serving_graph("ffn")`): T 2-D matmuls whose bias,
+        activation and residual TF's remapper fuses into the oneDNN matmul (same math)."""
+        import tensorflow as tf
+
+        dtype = self.compute_dtype
+        xs = tf.unstack(inputs, axis=1)
+        if residual is None:
+            rs = [None] * len(xs)
+        else:  # the block's skip connection is usually the FFN input itself: unstack it once
+            rs = xs if residual is inputs else tf.unstack(residual, axis=1)
+        k1 = tf.unstack(ops.cast(self.kernel_1, dtype), axis=0)  # leading-axis slices: views
+        k2 = tf.unstack(ops.cast(self.kernel_2, dtype), axis=0)
+        if self.bias_1 is not None:
+            b1 = tf.unstack(ops.cast(self.bias_1, dtype), axis=0)
+            b2 = tf.unstack(ops.cast(self.bias_2, dtype), axis=0)
+        outs = []
+        for t, x in enumerate(xs):
+            hidden = tf.matmul(x, k1[t])
+            if self.bias_1 is not None:
+                hidden = tf.nn.bias_add(hidden, b1[t])
+            out = tf.matmul(self.activation(hidden), k2[t])
+            if self.bias_2 is not None:
+                out = tf.nn.bias_add(out, b2[t])
+            outs.append(out if rs[t] is None else out + rs[t])
+        return tf.stack(outs, axis=1)
+
+    def _call(self, inputs):
         if self.shared:
             hidden = ops.matmul(inputs, self.kernel_1)
             if self.bias_1 is not None:

@@ -7,8 +7,40 @@ from typing import Any
 import keras
 
 from keras_rankmixer.layers._checks import check_positive, check_rate, check_tokens_shape
-from keras_rankmixer.layers.per_token_ffn import PerTokenFFN
+from keras_rankmixer.layers.per_token_ffn import PerTokenFFN, serving_lever
 from keras_rankmixer.layers.token_mixing import TokenMixing
+
+
+def fusable_layer_norm(x, gamma, beta, epsilon: float):
+    """LayerNorm over the last axis in the spelling TF's remapper fuses (TensorFlow only).
+
+    `Reshape (1, N, D, 1)` -> `FusedBatchNormV3(is_training=True, NCHW)` with unit scale and
+    zero offset -> `Reshape` back -> `beta + y * gamma`: Keras 2's `LayerNormalization`, which
+    grappler rewrites into one oneDNN `_MklLayerNorm` when N is not a constant (a SavedModel
+    signature's batch dimension is dynamic). Same math as `keras.layers.LayerNormalization`
+    (biased variance, `epsilon` inside the square root); used by `cpu_serving_graph`.
+    """
+    import tensorflow as tf
+
+    shape = tf.shape(x)
+    rows = tf.reduce_prod(shape[:-1])
+    flat = tf.reshape(x, tf.stack([1, rows, x.shape[-1], 1]))
+    ones = tf.fill(tf.stack([rows]), tf.constant(1.0, tf.float32))
+    zeros = tf.fill(tf.stack([rows]), tf.constant(0.0, tf.float32))
+    empty = tf.constant([], tf.float32)
+    # The raw op: tf.nn.fused_batch_norm would raise epsilon to cuDNN's 1.001e-5.
+    y = tf.raw_ops.FusedBatchNormV3(
+        x=flat,
+        scale=ones,
+        offset=zeros,
+        mean=empty,
+        variance=empty,
+        epsilon=float(epsilon),
+        data_format="NCHW",
+        is_training=True,
+    )[0]
+    y = tf.reshape(y, shape)
+    return tf.cast(beta, y.dtype) + y * tf.cast(gamma, y.dtype)
 
 
 @keras.saving.register_keras_serializable(package="keras_rankmixer")
@@ -135,11 +167,33 @@ class RankMixerBlock(keras.layers.Layer):
     def _sublayer(self, x, y, norm):
         if self.use_residual:
             y = y + x
-        return norm(y) if self.use_layer_norm else y
+        return self._norm(norm, y) if self.use_layer_norm else y
+
+    @staticmethod
+    def _norm(norm, x):
+        if (
+            not serving_lever("layer_norm")
+            or norm.gamma is None
+            or norm.beta is None
+            or norm.rms_scaling
+            or keras.backend.standardize_dtype(x.dtype) != "float32"
+        ):
+            return norm(x)
+        return fusable_layer_norm(x, norm.gamma, norm.beta, norm.epsilon)
 
     def call(self, inputs, training=None):
         mixed = self.token_mixing(inputs) if self.use_token_mixing else inputs
         s = self._sublayer(inputs, mixed, self.norm_1)
+        if (
+            serving_lever("residual")
+            and not training
+            and self.use_residual
+            and isinstance(self.ffn, PerTokenFFN)
+        ):
+            # Serving graph (`cpu_serving_graph`): the skip connection goes into the FFN's
+            # second matmul epilogue (dropout is the identity at inference). Same math.
+            y = self.ffn(s, residual=s)
+            return self._norm(self.norm_2, y) if self.use_layer_norm else y
         v = self.dropout_layer(self.ffn(s, training=training), training=training)
         return self._sublayer(s, v, self.norm_2)
 

@@ -136,3 +136,33 @@ def test_bad_arguments(kwargs, match):
 def test_bad_input_rank():
     with pytest.raises(ValueError, match="num_tokens"):
         PerTokenFFN()(np.ones((2, 8), "float32"))
+
+
+@pytest.mark.parametrize("activation", ["gelu", "relu", "gelu_tanh"])
+def test_serving_spelling_matches_numpy_and_keeps_weights(activation):
+    """`cpu_serving_graph("ffn")` (per-token 2-D matmuls, TF only; a no-op elsewhere) computes
+    Eqs. 6-7 with the same weights, inside a traced function and with a residual."""
+    import keras
+
+    from keras_rankmixer.layers.per_token_ffn import cpu_serving_graph
+
+    x = random_tokens(5, 4, 8)
+    r = random_tokens(5, 4, 8, seed=3)
+    ffn = PerTokenFFN(hidden_ratio=2, activation=activation, bias_initializer="random_normal")
+    plain = to_numpy(ffn(x))
+    names = sorted(w.path for w in ffn.weights)
+    act = {"gelu": gelu, "relu": lambda v: np.maximum(v, 0), "gelu_tanh": gelu_tanh}[activation]
+    k1, b1, k2, b2 = (to_numpy(w) for w in (ffn.kernel_1, ffn.bias_1, ffn.kernel_2, ffn.bias_2))
+    expected = numpy_ffn(x, k1, b1, k2, b2, act)
+    with cpu_serving_graph("ffn"):
+        served = to_numpy(ffn(x))
+        served_residual = to_numpy(ffn(x, residual=r))
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            traced = tf.function(lambda v: ffn(v, residual=v))(tf.constant(x)).numpy()
+            assert_all_close(traced, expected + x, atol=1e-5)
+    assert_all_close(plain, expected, atol=1e-5)
+    assert_all_close(served, expected, atol=1e-5)
+    assert_all_close(served_residual, expected + r, atol=1e-5)
+    assert sorted(w.path for w in ffn.weights) == names  # no new or renamed weights

@@ -120,3 +120,34 @@ def test_bad_arguments(kwargs, match):
 def test_heads_must_equal_tokens():
     with pytest.raises(ValueError, match="num_heads"):
         RankMixerBlock(num_heads=2)(random_tokens(1, 4, 8))
+
+
+@pytest.mark.parametrize(
+    "levers", ["ffn", "ffn,residual", "layer_norm", "residual", "all"], ids=lambda s: s
+)
+def test_serving_spellings_equal_the_block(levers):
+    """The `cpu_serving_graph` spellings (fused FFN epilogues, residual in the FFN, the
+    FusedBatchNorm LayerNorm) give the block's output with its own weights, eagerly and in a
+    function traced with a dynamic batch (the SavedModel case); off TensorFlow a no-op."""
+    import keras
+
+    from keras_rankmixer.layers.per_token_ffn import cpu_serving_graph
+
+    x = random_tokens(6, 4, 8)
+    block = RankMixerBlock(hidden_ratio=2, bias_initializer="random_normal", dropout=0.5)
+    block(x)
+    rng = np.random.default_rng(1)
+    for norm in (block.norm_1, block.norm_2):
+        norm.gamma.assign(rng.normal(1.0, 0.3, norm.gamma.shape).astype("float32"))
+        norm.beta.assign(rng.normal(0.0, 0.3, norm.beta.shape).astype("float32"))
+    expected = to_numpy(block(x, training=False))
+    with cpu_serving_graph(levers):
+        assert_all_close(to_numpy(block(x, training=False)), expected, atol=1e-5)
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            fn = tf.function(
+                lambda v: block(v, training=False),
+                input_signature=[tf.TensorSpec((None, 4, 8), tf.float32)],
+            )
+            assert_all_close(fn(tf.constant(x)).numpy(), expected, atol=1e-5)
