@@ -21,6 +21,15 @@ Keras** (checked: `keras` absent from `sys.modules` at the end) loads it with
   to load). FLOPs/sample is the package counter (`count_model`: forward matmul FLOPs, 2 per
   multiply-add).
 
+Served graph (issue #20): models are exported with `serving_graph="fused"` (the spelling TF's
+grappler/oneDNN fuses: `keras_rankmixer.layers.per_token_ffn.cpu_serving_graph`) unless
+`--serving-graph` says otherwise; a model name may carry its own variant after `@`:
+`rankmixer_small@plain` (the training spelling), `rankmixer_small@ffn+residual` (single
+levers), `rankmixer_small@xla` (`jit_compile=True` export: XLA-compiled model function, as TF
+Serving runs it with `--xla_cpu_compilation_enabled=true`). Variants of one model share its
+weights (same seed), and `--check` compares every variant's outputs on one batch with the
+first variant of the same model.
+
 With `--profile-batch N`, each model also runs traced requests of batch N through the TF1
 SavedModel loader (`FULL_TRACE` step stats) and the time is summed by op type.
 
@@ -28,6 +37,8 @@ Prints a table and, last, one JSON line. Usage (what `benchmarks/RESULTS.md` rec
 
     nice -n 10 python benchmarks/serving.py
     nice -n 10 python benchmarks/serving.py --models small --precision bfloat16
+    nice -n 10 python benchmarks/serving.py --models rankmixer_small@plain,rankmixer_small,\
+        dcnv2_small --batch-sizes 64,512 --check
 """
 
 from __future__ import annotations
@@ -55,7 +66,19 @@ MODELS = {
         {"num_cross_layers": 3, "projection_dim": None, "hidden_units": (2560, 2560, 1024)},
     ),
 }
-ALIASES = {"tiny": ["rankmixer_tiny", "dcnv2_tiny"], "small": ["rankmixer_small", "dcnv2_small"]}
+# Table 6 (issue #20): table6.py's DCNv2 baseline (3 full-rank cross layers + MLP 512x3,
+# 0.86M dense params) against RankMixer at ~10x (`small`) and ~100x (`rankmixer_100m`) its
+# dense parameters, all served as SavedModels.
+MODELS["dcnv2_table6"] = (
+    "dcnv2",
+    {"num_cross_layers": 3, "projection_dim": None, "hidden_units": (512, 512, 512)},
+)
+MODELS["rankmixer_100m"] = ("rankmixer", {"preset": "rankmixer_100m"})
+ALIASES = {
+    "tiny": ["rankmixer_tiny", "dcnv2_tiny"],
+    "small": ["rankmixer_small", "dcnv2_small"],
+    "table6": ["dcnv2_table6", "rankmixer_small", "rankmixer_100m"],
+}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -68,6 +91,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--peak-size", type=int, default=2048)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--serving-graph",
+        default="fused",
+        help="export spelling of models named without @: fused (default), plain, xla, or "
+        "levers joined by + (ffn, residual, tokenizer)",
+    )
+    p.add_argument(
+        "--baseline",
+        default=None,
+        help="print each model's params / FLOPs / latency / samples/s ratio to this model's "
+        "(e.g. dcnv2_table6 for Table 6), per batch size",
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="max |difference| of each variant's outputs from the model's first variant",
+    )
     p.add_argument(
         "--profile-batch",
         type=int,
@@ -86,6 +126,7 @@ def build(name: str, features):
     from keras_rankmixer.models import build_from_preset
     from keras_rankmixer.models.rankmixer import add_task_towers
 
+    name = name.split("@")[0]
     kind, kwargs = MODELS[name]
     if kind == "rankmixer":
         return build_from_preset(kwargs["preset"], features, name=name)
@@ -132,15 +173,19 @@ def measure(spec_file: str) -> None:
     matmul = tf.function(lambda x: tf.matmul(x, x))
     matmul(a).numpy()
 
+    peak_cpu = []  # FLOPs per CPU-second of the peak matmul, every measurement
+
     def peak() -> float:
         best = float("inf")
         for _ in range(3):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             matmul(a)[0, 0].numpy()
             best = min(best, time.perf_counter() - t)
+            peak_cpu.append(2.0 * spec["peak_size"] ** 3 / max(time.process_time() - c, 1e-9))
         return 2.0 * spec["peak_size"] ** 3 / best
 
     peaks = [peak()]
+    load_start = [round(x, 2) for x in os.getloadavg()]
     fns, inputs = {}, {}
     for model in spec["models"]:
         fns[model["name"]] = fn = tf.saved_model.load(model["path"]).signatures["serving_default"]
@@ -151,10 +196,28 @@ def measure(spec_file: str) -> None:
             }
             for _ in range(5):  # warm-up (the warmup records do this in TF Serving)
                 [v.numpy() for v in fn(**x).values()]
+    checks = {}
+    if spec.get("check"):  # every variant against the first variant of the same model
+        first = {}
+        for model in spec["models"]:
+            base = model["name"].split("@")[0]
+            batch = max(spec["batch_sizes"])
+            # the same rows for every variant of a model (the first variant's batch)
+            x = inputs[first[base][0] if base in first else model["name"], batch]
+            out = {k: v.numpy() for k, v in fns[model["name"]](**x).items()}
+            if base in first:
+                ref_name, ref = first[base]
+                checks[model["name"]] = {
+                    "against": ref_name,
+                    "max_abs_diff": max(float(np.max(np.abs(out[k] - ref[k]))) for k in out),
+                }
+            else:
+                first[base] = (model["name"], out)
     # Rounds interleave the models (and a peak measurement after each block), so that load
     # changes of this shared machine spread over all rows instead of hitting one model.
     rounds = spec["rounds"]
     times = {key: [] for key in inputs}
+    cpu_times = {key: [] for key in inputs}  # this process's CPU seconds per call
     near = {key: [] for key in inputs}
     for _ in range(rounds):
         for (name, batch), x in inputs.items():
@@ -164,9 +227,10 @@ def measure(spec_file: str) -> None:
             while len(block) - start < spec["calls"] // rounds and (
                 len(block) - start < 7 or time.perf_counter() < budget
             ):
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 [v.numpy() for v in fn(**x).values()]
                 block.append(time.perf_counter() - t)
+                cpu_times[name, batch].append(time.process_time() - c)
             peaks.append(peak())
             near[name, batch].append(peaks[-1])
     rows = []
@@ -182,6 +246,9 @@ def measure(spec_file: str) -> None:
                     "p50_ms": 1e3 * float(np.percentile(t, 50)),
                     "p99_ms": 1e3 * float(np.percentile(t, 99)),
                     "samples_per_s": batch / mean,
+                    # Load-robust cross-check on a shared machine: samples per CPU-second of
+                    # this process (all its threads), and the peak's FLOPs per CPU-second.
+                    "samples_per_cpu_s": batch / statistics.fmean(cpu_times[model["name"], batch]),
                     "model_flops_per_s": model["flops_per_sample"] * batch / mean,
                     "peak_flops_per_s_near": statistics.median(near[model["name"], batch]),
                 }
@@ -199,7 +266,16 @@ def measure(spec_file: str) -> None:
         keras_loaded = keras_loaded or ["keras is importable"]
     print(
         json.dumps(
-            {"rows": rows, "peaks": peaks, "profiles": profiles, "keras_modules": keras_loaded}
+            {
+                "rows": rows,
+                "peaks": peaks,
+                "profiles": profiles,
+                "checks": checks,
+                "peak_flops_per_cpu_s": statistics.median(peak_cpu),
+                "load_avg_start": load_start,
+                "load_avg_end": [round(x, 2) for x in os.getloadavg()],
+                "keras_modules": keras_loaded,
+            }
         )
     )
 
@@ -237,6 +313,25 @@ def profile(model: dict, batch: int, rng, runs: int = 3) -> dict[str, float]:
 # ----------------------------------------------------------------------------- parent
 
 
+def keras_free_python(target_dir: str) -> tuple[list[str], dict[str, str]]:
+    """`python -S` with `PYTHONPATH` = symlinks to site-packages minus keras*, tf_keras* and
+    this package's editable install: a Python in which Keras cannot be imported (the timing
+    child runs there, as TF Serving would run the SavedModel)."""
+    import sysconfig
+
+    source = sysconfig.get_paths()["purelib"]
+    os.makedirs(target_dir, exist_ok=True)
+    for entry in os.listdir(source):
+        name = entry.lower()
+        if name.startswith(("keras", "tf_keras", "__editable__")) or name.endswith(".pth"):
+            continue
+        link = os.path.join(target_dir, entry)
+        if not os.path.lexists(link):
+            os.symlink(os.path.join(source, entry), link)
+    env = {**os.environ, "PYTHONPATH": target_dir, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return [sys.executable, "-S"], env
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.measure:
@@ -246,7 +341,7 @@ def main(argv=None) -> int:
     import tensorflow as tf
 
     from benchmarks._common import load_info, synthetic_features
-    from keras_rankmixer.export import export_saved_model, keras_free_python
+    from keras_rankmixer.export import export_saved_model
     from keras_rankmixer.flops import count_model
 
     keras.utils.set_random_seed(args.seed)
@@ -257,10 +352,19 @@ def main(argv=None) -> int:
     tmp = tempfile.mkdtemp(prefix="serving_bench_")
     models = []
     for name in names:
+        variant = name.split("@")[1] if "@" in name else args.serving_graph
+        keras.utils.set_random_seed(args.seed)  # variants of one model: the same weights
         model = build(name, features)
         stats = count_model(model)
         result = export_saved_model(
-            model, tmp, name, precision=args.precision, verify=False, warmup_batch_sizes=(1,)
+            model,
+            tmp,
+            name.replace("@", "-").replace("+", "_"),
+            precision=args.precision,
+            verify=False,
+            warmup_batch_sizes=(1,),
+            serving_graph="plain" if variant == "xla" else variant.replace("+", ","),
+            jit_compile=variant == "xla",
         )
         models.append(
             {
@@ -283,6 +387,7 @@ def main(argv=None) -> int:
         "peak_dtype": args.precision,
         "profile_batch": args.profile_batch,
         "seed": args.seed,
+        "check": args.check,
     }
     spec_file = os.path.join(tmp, "spec.json")
     with open(spec_file, "w") as f:
@@ -305,7 +410,9 @@ def main(argv=None) -> int:
     info = {m["name"]: m for m in models}
     print(
         f"CPU x{os.cpu_count()} (no GPU), TensorFlow {tf.__version__}, precision "
-        f"{args.precision}, SavedModel loaded without Keras, no XLA; load avg {load_info()}"
+        f"{args.precision}, SavedModel loaded without Keras, no XLA unless @xla; load avg "
+        f"{measured['load_avg_start']} at the start of the timing, "
+        f"{measured['load_avg_end']} at its end"
     )
     print(
         f"matmul peak ({args.precision} {args.peak_size}^3 tf.matmul, best of run): "
@@ -313,7 +420,7 @@ def main(argv=None) -> int:
     )
     header = (
         "| model | dense params | MFLOPs/sample | batch | p50 ms | p99 ms | samples/s | GFLOP/s "
-        "| MFU | MFU near |"
+        "| MFU | MFU near | samples/CPU-s | MFU cpu-time |"
     )
     print(header)
     print("|---" * (header.count("|") - 1) + "|")
@@ -321,6 +428,9 @@ def main(argv=None) -> int:
         m = info[row["model"]]
         row["mfu"] = row["model_flops_per_s"] / peak
         row["mfu_near"] = row["model_flops_per_s"] / row["peak_flops_per_s_near"]
+        row["mfu_cpu_time"] = (
+            row["samples_per_cpu_s"] * m["flops_per_sample"] / measured["peak_flops_per_cpu_s"]
+        )
         row["dense_params"] = m["dense_params"]
         row["params"] = m["params"]
         row["flops_per_sample"] = m["flops_per_sample"]
@@ -328,8 +438,33 @@ def main(argv=None) -> int:
             f"| {row['model']} | {m['dense_params']:,} | {m['flops_per_sample'] / 1e6:.2f} | "
             f"{row['batch']} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
             f"{row['samples_per_s']:,.0f} | {row['model_flops_per_s'] / 1e9:.2f} | "
-            f"{100 * row['mfu']:.1f}% | {100 * row['mfu_near']:.1f}% |"
+            f"{100 * row['mfu']:.1f}% | {100 * row['mfu_near']:.1f}% | "
+            f"{row['samples_per_cpu_s']:,.0f} | {100 * row['mfu_cpu_time']:.1f}% |"
         )
+    ratios = []
+    if args.baseline:
+        base_rows = {r["batch"]: r for r in measured["rows"] if r["model"] == args.baseline}
+        for row in measured["rows"]:
+            base = base_rows.get(row["batch"])
+            if base is None or row["model"] == args.baseline:
+                continue
+            ratio = {
+                "model": row["model"],
+                "batch": row["batch"],
+                "x_dense_params": row["dense_params"] / base["dense_params"],
+                "x_flops": row["flops_per_sample"] / base["flops_per_sample"],
+                "x_latency_p50": row["p50_ms"] / base["p50_ms"],
+                "x_samples_per_s": row["samples_per_s"] / base["samples_per_s"],
+                "x_mfu": row["mfu"] / base["mfu"],
+                "x_samples_per_cpu_s": row["samples_per_cpu_s"] / base["samples_per_cpu_s"],
+            }
+            ratios.append(ratio)
+            print(
+                f"ratio {row['model']} / {args.baseline} at batch {row['batch']}: "
+                + ", ".join(f"{k[2:]} x{v:.2f}" for k, v in ratio.items() if k.startswith("x_"))
+            )
+    for name, check in measured["checks"].items():
+        print(f"check {name} vs {check['against']}: max |diff| {check['max_abs_diff']:.2e}")
     for name, ops in measured["profiles"].items():
         top = ", ".join(f"{op} {ms:.1f}" for op, ms in ops.items())
         print(f"profile {name} batch {args.profile_batch} (ms per request, by op type): {top}")
@@ -343,6 +478,10 @@ def main(argv=None) -> int:
                 "precision": args.precision,
                 "peak_flops_per_s": peak,
                 "load_avg": load_info(),
+                "load_avg_timing": [measured["load_avg_start"], measured["load_avg_end"]],
+                "checks": measured["checks"],
+                "ratios": ratios,
+                "serving_graph": args.serving_graph,
                 "rows": measured["rows"],
             }
         )

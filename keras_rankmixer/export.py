@@ -466,6 +466,8 @@ def export_saved_model(
     features: Sequence | None = None,
     verify: bool = True,
     overwrite: bool = False,
+    serving_graph: str | Sequence[str] = "fused",
+    jit_compile: bool = False,
 ) -> ExportResult:
     """Export `model` as a TF Serving model version `<base_dir>/<model_name>/<version>/`.
 
@@ -489,6 +491,20 @@ def export_saved_model(
         verify: Reload the written SavedModel with `tf.saved_model.load` and report the max
             absolute difference of its outputs from the Keras model run in float32.
         overwrite: Replace an existing version folder (otherwise that is an error).
+        serving_graph: How the layers spell the served graph: `"fused"` (default) traces
+            them in the form TF's CPU graph optimiser (grappler's remapper, oneDNN) fuses:
+            per-token 2-D matmuls with bias + exact GELU and bias + residual in the matmul
+            epilogue, oneDNN's fused LayerNorm and a per-slice tokenizer
+            (`keras_rankmixer.layers.per_token_ffn.cpu_serving_graph`); `"plain"` traces the
+            training spelling (batched matmuls, an einsum). Same weights and math. A
+            comma-separated subset of `"ffn,residual,layer_norm,tokenizer"` picks single
+            levers (benchmarks). Ignored (plain) with `jit_compile=True`: XLA fuses itself.
+        jit_compile: Compile the model inside both signatures with XLA
+            (`tf.function(jit_compile=True)`). Off by default: TF Serving runs such a graph
+            only when started with `--xla_cpu_compilation_enabled=true` (experimental;
+            without it the first compilation fails, so the warmup fails and the version
+            does not load; docs/deployment.md), and it compiles once per new batch size.
+            Needs numeric inputs (XLA cannot compile string lookups).
 
     Returns:
         An `ExportResult` (path, version, signatures, warmup record count, max_abs_diff).
@@ -504,8 +520,16 @@ def export_saved_model(
     """
     import tensorflow as tf
 
+    from keras_rankmixer.layers.per_token_ffn import cpu_serving_graph, parse_serving_levers
+
     if precision not in PRECISIONS:
         raise ValueError(f"`precision` must be one of {PRECISIONS}, got precision={precision!r}.")
+    if serving_graph in ("fused", "plain"):
+        levers = parse_serving_levers("all" if serving_graph == "fused" else "none")
+    else:
+        levers = parse_serving_levers(serving_graph)
+    if jit_compile:
+        levers = frozenset()  # XLA fuses the batched form itself
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", model_name or ""):
         raise ValueError(
             f"`model_name` must be a plain folder name, got model_name={model_name!r}."
@@ -527,6 +551,12 @@ def export_saved_model(
             f"got warmup_batch_sizes={warmup_batch_sizes!r}."
         )
     input_specs = serving_input_specs(model)
+    strings = sorted(k for k, spec in input_specs.items() if spec.dtype == tf.string)
+    if jit_compile and strings:
+        raise ValueError(
+            "jit_compile=True compiles the whole model with XLA, which cannot compile the "
+            f"string lookups of {strings}; export those models without jit_compile."
+        )
     if warmup_inputs is None:
         warmup_inputs = representative_inputs(model, max(sizes))
     # A warmup request TF Serving cannot run makes the whole version fail to load: check the
@@ -541,9 +571,17 @@ def export_saved_model(
         reference if precision == "float32" else reduced_precision_model(reference, precision)
     )
 
-    def serve(features):
-        outputs = serving_model(check_sequence_lengths(features, input_specs), training=False)
+    def run_model(features):
+        with cpu_serving_graph(levers):
+            outputs = serving_model(features, training=False)
         return {k: tf.cast(v, tf.float32) for k, v in outputs.items()}
+
+    # With jit_compile, only the model is compiled: the tf.Example parsing and the
+    # sequence-length assertions stay outside XLA (which cannot compile them).
+    model_fn = tf.function(run_model, jit_compile=True) if jit_compile else run_model
+
+    def serve(features):
+        return model_fn(check_sequence_lengths(features, input_specs))
 
     def serve_examples(examples):
         return serve(parse_examples(examples, input_specs))
@@ -585,6 +623,8 @@ def export_saved_model(
             **result.to_json(),
             "tasks": list(model.output),
             "missing_values": {"int64": -1, "string": "", "float32": "NaN"},
+            "serving_graph": sorted(levers),
+            "jit_compile": bool(jit_compile),
             "features": [_feature_json(f) for f in features] if features else None,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "keras_version": keras.__version__,
@@ -641,4 +681,3 @@ def _verify(model, path, inputs, input_specs) -> dict[str, float]:
             raise RuntimeError(f"exported output {task!r} has non-finite values.")
         diffs[task] = float(np.max(np.abs(a - b)))
     return diffs
-

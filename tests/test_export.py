@@ -433,3 +433,164 @@ def test_docstring_examples():
 
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+# --------------------------------------------------------------------------- served graph (#20)
+
+GRAPH_SCRIPT = textwrap.dedent(
+    """
+    import collections, json, sys
+    for name in ("keras_rankmixer", "keras", "tf_keras"):
+        try:
+            __import__(name)
+        except ImportError:
+            pass
+        else:
+            raise SystemExit(f"{name} is importable: the test would prove nothing")
+    import numpy as np
+    import tensorflow as tf
+
+    inputs_file, out_file, *paths = sys.argv[1:]
+    data = np.load(inputs_file, allow_pickle=True)
+    raw = {k: data[k] for k in data.files}
+    out, ops = {}, {}
+    for i, path in enumerate(paths):
+        # TF2 loader: the outputs.
+        fn = tf.saved_model.load(path).signatures["serving_default"]
+        for key, value in fn(**{k: tf.constant(v) for k, v in raw.items()}).items():
+            out[f"{i}_{key}"] = value.numpy()
+        # TF1 loader (TF Serving's): the graph grappler and oneDNN's rewrite really run.
+        with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
+            meta = tf.compat.v1.saved_model.load(sess, ["serve"], path)
+            sig = meta.signature_def["serving_default"]
+            feed = {sig.inputs[k].name: v for k, v in raw.items()}
+            meta_run = tf.compat.v1.RunMetadata()
+            sess.run([t.name for t in sig.outputs.values()], feed,
+                     options=tf.compat.v1.RunOptions(output_partition_graphs=True),
+                     run_metadata=meta_run)
+            counts = collections.Counter()
+            for graph in meta_run.partition_graphs:
+                for node in graph.node:
+                    fused = [s.decode() for s in node.attr["fused_ops"].list.s]
+                    counts[node.op + ("[" + ",".join(fused) + "]" if fused else "")] += 1
+            ops[path] = dict(counts)
+    np.savez(out_file, **out)
+    print(json.dumps({"ops": ops,
+                      "modules": sorted(m for m in sys.modules if m.startswith("keras"))}))
+    """
+)
+
+
+def _run_graph_script(tmp_path, raw, paths):
+    inputs_file, out_file = str(tmp_path / "in.npz"), str(tmp_path / "out.npz")
+    np.savez(inputs_file, **raw)
+    python, env = keras_free_python(str(tmp_path / "site"))
+    report = run_json_script(
+        python + ["-c", GRAPH_SCRIPT, inputs_file, out_file, *paths], env, str(tmp_path)
+    )
+    assert report["modules"] == [], "the loader process imported Keras"
+    return report["ops"], np.load(out_file)
+
+
+def _randomize(model, seed=11):
+    """Non-trivial biases and LayerNorm parameters, so every fused epilogue is exercised."""
+    for w in model.weights:
+        value = np.random.default_rng(seed + len(w.path)).normal(0, 0.3, w.shape)
+        w.assign((value + (1.0 if "gamma" in w.path else 0.0)).astype("float32"))
+
+
+def test_fused_serving_graph_is_fused_and_equals_keras(tmp_path):
+    """The default export (`serving_graph="fused"`) equals the Keras model within 1e-5 when
+    loaded without Keras, and TF's optimiser really fuses it: per-token 2-D matmuls with
+    bias + exact GELU and bias + residual epilogues, `_MklLayerNorm`, and no batched matmul or
+    einsum left; the `"plain"` export keeps the training spelling."""
+    from keras_rankmixer import build_rankmixer
+
+    keras.utils.set_random_seed(3)
+    # T=6 tokens over 40 embedding dims: a padded tokenizer (slice width 7), D=36, k=2.
+    model = build_rankmixer(FEATURES, 6, 36, 2, hidden_ratio=2, tasks=TASKS)
+    assert model.get_layer("tokenizer").padding == 2
+    _randomize(model)
+    raw = representative_inputs(model, 256, seed=9)
+    fused = export_saved_model(model, str(tmp_path), "fused", warmup_inputs=raw)
+    plain = export_saved_model(
+        model, str(tmp_path), "plain", warmup_inputs=raw, serving_graph="plain"
+    )
+    assert max(fused.max_abs_diff.values()) < 1e-5
+    with open(os.path.join(fused.path, "assets.extra", "rankmixer_export.json")) as f:
+        meta = json.load(f)
+    assert meta["serving_graph"] == ["ffn", "layer_norm", "residual", "tokenizer"]
+    assert meta["jit_compile"] is False
+    ops, got = _run_graph_script(tmp_path, raw, [fused.path, plain.path])
+    expected = keras_predict(model, raw)
+    for i in (0, 1):
+        for task in TASKS:
+            np.testing.assert_allclose(got[f"{i}_{task}"], expected[task], atol=1e-5, rtol=0)
+    fused_ops, plain_ops = ops[fused.path], ops[plain.path]
+    assert not any(op.endswith(("BatchMatMulV2", "Einsum")) for op in fused_ops)
+    assert any(op.endswith("BatchMatMulV2") for op in plain_ops)
+    if any(op.startswith("_Mkl") for op in plain_ops):  # oneDNN on (TF's x86 default)
+        num_matmuls = 2 * 6 * 2  # layers x tokens x (W1, W2)
+        assert fused_ops.get("_MklNativeFusedMatMul[BiasAdd,GeluExact]", 0) >= num_matmuls // 2
+        assert fused_ops.get("_MklNativeFusedMatMul[BiasAdd,Add]", 0) == num_matmuls // 2
+        assert fused_ops.get("_MklLayerNorm", 0) == 2 * 2  # two per block
+        for op in ("Erfc", "SquaredDifference", "Rsqrt"):
+            assert op not in fused_ops and op in plain_ops
+
+
+def test_serving_graph_levers_one_at_a_time(tmp_path):
+    """Every single lever (and its absence) gives the Keras model's outputs."""
+    from keras_rankmixer import build_rankmixer
+
+    keras.utils.set_random_seed(4)
+    model = build_rankmixer(FEATURES, 4, 16, 1, tasks=TASKS)
+    _randomize(model)
+    raw = representative_inputs(model, 64, seed=2)
+    expected = keras_predict(model, raw)
+    tensors = {k: tf.constant(v) for k, v in raw.items()}
+    for levers in ("ffn", "ffn,residual", "tokenizer", "layer_norm", "residual"):
+        result = export_saved_model(
+            model,
+            str(tmp_path),
+            levers.replace(",", "_"),
+            warmup_inputs=raw,
+            serving_graph=levers,
+        )
+        got = tf.saved_model.load(result.path).signatures[SERVING_DEFAULT](**tensors)
+        for task in TASKS:
+            np.testing.assert_allclose(got[task].numpy(), expected[task], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="unknown serving-graph lever"):
+        export_saved_model(model, str(tmp_path), "bad", warmup_inputs=raw, serving_graph="gelu")
+
+
+def test_xla_export_equals_keras_without_keras(tmp_path):
+    """`jit_compile=True`: the model function is XLA-compiled (`_XlaMustCompile`), loads and
+    runs without Keras in both loaders, and equals the Keras model within 1e-5."""
+    from keras_rankmixer import build_rankmixer
+
+    features = [
+        CategoricalFeature("user", vocabulary_size=100, embedding_dim=8, group="user"),
+        CategoricalFeature("item", vocabulary_size=50, embedding_dim=8, group="item"),
+        NumericFeature("price", mean=1.0, std=2.0, embedding_dim=8, group="item"),
+    ]
+    keras.utils.set_random_seed(5)
+    model = build_rankmixer(features, 4, 16, 2, tasks=TASKS)
+    _randomize(model)
+    raw = representative_inputs(model, 64, seed=1)
+    result = export_saved_model(model, str(tmp_path), "xla", warmup_inputs=raw, jit_compile=True)
+    assert max(result.max_abs_diff.values()) < 1e-5
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(result.path, "saved_model.pb"), "rb") as f:
+        proto.ParseFromString(f.read())
+    library = proto.meta_graphs[0].graph_def.library.function
+    assert any(fn.attr["_XlaMustCompile"].b for fn in library)
+    _, got = _run_graph_script(tmp_path, raw, [result.path])
+    expected = keras_predict(model, raw)
+    for task in TASKS:
+        np.testing.assert_allclose(got[f"0_{task}"], expected[task], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="string lookups"):  # FEATURES has string inputs
+        export_saved_model(
+            build_from_preset("tiny", FEATURES), str(tmp_path), "xla_str", jit_compile=True
+        )
