@@ -197,9 +197,13 @@ def train_rate(specs, labels, batch, args) -> dict:
 
 
 def run(args) -> dict:
+    with tempfile.TemporaryDirectory(prefix="input_pipeline_") as tmp:
+        return _run(args, tmp)
+
+
+def _run(args, tmp) -> dict:
     load_before = C.load_info()
     rng = np.random.default_rng(0)
-    tmp = tempfile.mkdtemp(prefix="input_pipeline_")
     cases = []  # (name, fmt, path, specs, labels, columns)
     for width in args.widths:
         specs, labels, cols = (frappe_like if width == "frappe" else census_like)(args.rows, rng)

@@ -825,16 +825,20 @@ def make_native_dataset(
         def in_one_piece(i, skip, bom):
             """A whole file read by one op and split into lines as TextLineDataset does."""
             content = tf.io.read_file(tf.gather(paths_t, i))
+            # CRLF -> LF on the whole text (one op), a final CR dropped: TextLineDataset's
+            # lines without per-line work.
+            content = tf.cond(
+                tf.strings.regex_full_match(content, "[^\r]*"),
+                lambda: content,
+                lambda: tf.strings.regex_replace(
+                    tf.strings.regex_replace(content, "\r\n", "\n"), "\r$", ""
+                ),
+            )
             lines = tf.strings.split(content, "\n")
             ends_nl = tf.strings.length(content) > 0
-            ends_nl = ends_nl & tf.equal(
-                tf.strings.substr(tf.where(ends_nl, content, "x"), -1, 1), "\n"
-            )
+            last = tf.strings.substr(tf.where(ends_nl, content, "x"), -1, 1)
+            ends_nl = ends_nl & tf.equal(last, "\n")
             lines = lines[: tf.size(lines) - tf.cast(ends_nl, tf.int32)]
-            has_cr = ~tf.strings.regex_full_match(content, "[^\r]*")
-            lines = tf.cond(
-                has_cr, lambda: tf.strings.regex_replace(lines, "\r$", ""), lambda: lines
-            )
             lines = lines[skip:]
             count = tf.cast(tf.size(lines), tf.int64)
             blocks = (count + block_rows - 1) // block_rows
