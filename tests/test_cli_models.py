@@ -156,6 +156,12 @@ def test_registered_backbone_from_a_user_module_train_export_predict(data_dir, t
     assert cli.main(["evaluate", "--run-dir", str(run_dir)]) == 0
     evaluation = json.loads((run_dir / "evaluation.json").read_text())
     assert evaluation["rows"] == 96 and 0 <= evaluation["auc"] <= 1
+    # ... and the .keras file alone, with --data (default reader options, labels = tasks)
+    valid = str(data_dir / "valid.csv")
+    argv = ["evaluate", "--model", str(alone / "ranker.keras"), "--data", valid]
+    assert cli.main([*argv, "--import", str(module)]) == 0
+    alone_eval = json.loads((alone / "evaluation.json").read_text())
+    assert alone_eval["auc"] == pytest.approx(evaluation["auc"], abs=1e-6)
 
 
 def test_tokenmixer_large_from_its_preset_with_the_size_flags(data_dir, tmp_path):

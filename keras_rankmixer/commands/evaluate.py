@@ -3,8 +3,9 @@
 Reads `<run_dir>/model.keras` (which holds the feature specs; an old run's plain
 functional model takes them from `features.json`) and the reader options of
 `<run_dir>/config.json` (format, column names, hashed / ignored columns, labels), so the data
-is parsed exactly as in training. Writes `<run_dir>/evaluation.json` (or `--output`). The work
-is `keras_rankmixer.training.runner.evaluate_run`.
+is parsed exactly as in training. Writes `<run_dir>/evaluation.json` (or `--output`).
+`--model FILE.keras --data FILES` evaluates a model file alone (default reader options). The
+work is `keras_rankmixer.training.runner.evaluate_run`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,22 @@ def register(subparsers) -> None:
         help="evaluate a trained run's model on data files (exact AUC / logloss)",
         description=__doc__.split("\n\n")[0],
     )
-    parser.add_argument("--run-dir", required=True, help="a run directory of `rankmixer train`")
+    parser.add_argument(
+        "--run-dir",
+        "--model",
+        dest="run_dir",
+        required=True,
+        help="a run directory of `rankmixer train`, or a .keras file alone (then --data is "
+        "required; default reader options, the labels are the model's task names)",
+    )
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        nargs="+",
+        default=[],
+        metavar="MODULE",
+        help="modules to import first (a custom backbone's; a run directory lists its own)",
+    )
     parser.add_argument(
         "--data", nargs="+", default=None, help="files to evaluate (default: the run's test files)"
     )
@@ -34,10 +50,12 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from keras_rankmixer.training.run_dir import write_json
-    from keras_rankmixer.training.runner import evaluate_run
+    from keras_rankmixer.training.runner import evaluate_run, import_modules
 
+    import_modules(args.imports)
     metrics = evaluate_run(args.run_dir, args.data, args.batch_size, args.on_bad_rows)
-    path = args.output or os.path.join(args.run_dir, "evaluation.json")
+    folder = args.run_dir if os.path.isdir(args.run_dir) else os.path.dirname(args.run_dir)
+    path = args.output or os.path.join(folder, "evaluation.json")
     write_json(path, metrics)
     shown = {k: round(v, 5) if isinstance(v, float) else v for k, v in metrics.items()}
     shown.pop("data_report")

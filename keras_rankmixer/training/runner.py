@@ -632,13 +632,19 @@ def evaluate_run(
 
     The feature specs come from `model.keras` itself (`run_dir.load_run_model`; an old
     run's `features.json` for a plain functional model), the reader options, labels and
-    user modules (`imports`) from `config.json`.
+    user modules (`imports`) from `config.json`. `run_dir` may also be a bare `.keras` file:
+    then `data` is required and read with the default options (format from the file names,
+    a header line), the labels being the model's task names.
     """
-    from keras_rankmixer.data import check_files, make_dataset
-    from keras_rankmixer.training.metrics import evaluate_exact
-
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive int, got batch_size={batch_size!r}.")
+    if run_dir.endswith(".keras") and not os.path.isdir(run_dir):
+        if not data:
+            raise ValueError(f"evaluating {run_dir} alone needs --data FILE.")
+        model, specs = files.load_run_model(run_dir)
+        config = {**DEFAULTS, "labels": list(model.output_names)}
+        options = read_options(config, on_bad_rows=on_bad_rows)
+        return _evaluate(model, specs, config["labels"], data, batch_size, options, progress)
     if not os.path.exists(os.path.join(run_dir, files.MODEL_FILE)):
         raise FileNotFoundError(
             f"{run_dir} holds no trained model ({files.MODEL_FILE}); train it first "
@@ -655,14 +661,21 @@ def evaluate_run(
     options = read_options(config, load_specs(config)[1] if named else (), on_bad_rows)
     options = options.replace(shard_index=0, num_shards=1)  # all of the files
     model, specs = files.load_run_model(run_dir)
+    return _evaluate(model, specs, config["labels"], data, batch_size, options, progress)
+
+
+def _evaluate(model, specs, labels, data, batch_size, options, progress) -> dict:
+    from keras_rankmixer.data import check_files, make_dataset
+    from keras_rankmixer.training.metrics import evaluate_exact
+
     if specs is None:
         raise ValueError(
-            f"{run_dir}: the model holds no feature specs and there is no {files.FEATURES_FILE}."
+            f"model {model.name!r} holds no feature specs and there is no {files.FEATURES_FILE}."
         )
     # Every row is checked before scoring: a bad row fails fast with the reader's
     # DataError, and files without a usable row are refused.
-    require_rows("data", list(data), check_files(data, specs, config["labels"], options=options))
-    dataset = make_dataset(data, specs, config["labels"], batch_size=batch_size, options=options)
+    require_rows("data", list(data), check_files(data, specs, labels, options=options))
+    dataset = make_dataset(data, specs, labels, batch_size=batch_size, options=options)
     if progress is None:
         progress = sys.stderr.isatty()
     try:
