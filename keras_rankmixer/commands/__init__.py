@@ -11,3 +11,23 @@ Only argument parsing and printing live here: the work is done by the library
 (`keras_rankmixer.training.runner` for train / evaluate, `keras_rankmixer.export`,
 `keras_rankmixer.serving`), which never sees an `argparse.Namespace`.
 """
+
+from typing import Any
+
+#: What `--import` does, for every command that loads or builds models.
+IMPORT_HELP = (
+    "modules (dotted names or .py files) to import first, e.g. ones that register a backbone "
+    "with @register_backbone"
+)
+
+
+def add_import_argument(parser: Any, default: Any = (), note: str = "") -> None:
+    """The `--import MODULE ...` flag (`args.imports`; see `training.runner.import_modules`)."""
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        nargs="+",
+        default=default,
+        metavar="MODULE",
+        help=IMPORT_HELP + note,
+    )

@@ -14,6 +14,8 @@ import argparse
 import json
 import os
 
+from keras_rankmixer.commands import add_import_argument
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -29,14 +31,7 @@ def register(subparsers) -> None:
         help="a run directory of `rankmixer train`, or a .keras file alone (then --data is "
         "required; default reader options, the labels are the model's task names)",
     )
-    parser.add_argument(
-        "--import",
-        dest="imports",
-        nargs="+",
-        default=[],
-        metavar="MODULE",
-        help="modules to import first (a custom backbone's; a run directory lists its own)",
-    )
+    add_import_argument(parser, note=" (a run directory's config.json lists its own)")
     parser.add_argument(
         "--data", nargs="+", default=None, help="files to evaluate (default: the run's test files)"
     )

@@ -6,6 +6,8 @@ import argparse
 import json
 import os
 
+from keras_rankmixer.commands import add_import_argument
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -35,15 +37,7 @@ def register(subparsers) -> None:
         default=None,
         help="optional .npz of raw features (one array per feature) for warmup and checks",
     )
-    parser.add_argument(
-        "--import",
-        dest="imports",
-        nargs="+",
-        default=[],
-        metavar="MODULE",
-        help="modules (dotted names or .py files) to import first, e.g. ones registering a "
-        "custom backbone (a run directory's config.json lists its own)",
-    )
+    add_import_argument(parser, note=" (a run directory's config.json lists its own)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing version")
     parser.add_argument("--no-verify", action="store_true", help="skip the reload check")
     parser.set_defaults(func=run)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from keras_rankmixer.commands import add_import_argument
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -88,15 +90,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--hidden-ratio", type=float, default=S)
     m.add_argument("--dropout", type=float, default=S)
     m.add_argument("--embedding-l2", type=float, default=S)
-    m.add_argument(
-        "--import",
-        dest="imports",
-        nargs="+",
-        default=S,
-        metavar="MODULE",
-        help="modules (dotted names or .py files) to import first, e.g. ones that register "
-        "a backbone with @register_backbone",
-    )
+    add_import_argument(m, default=S)
     t = p.add_argument_group("training")
     t.add_argument("--optimizer", default=S)
     t.add_argument("--learning-rate", type=float, default=S)
