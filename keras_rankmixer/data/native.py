@@ -33,8 +33,8 @@ CR inside a line is a line break for Python, not for `TextLineDataset`.
 **Bad rows.** Each block computes the Python reader's bad-row masks (malformed field
 count, unparsable value, bad label) in the graph. With `on_bad_rows="skip"` the bad rows
 are dropped and counted under the Python reader's reasons and locations (`report.skipped`,
-`report.examples`; examples are ordered by file, line, column rather than by the Python
-reader's chunk and column). With `"raise"`, the first block holding a bad row re-reads that
+`report.examples`, in the Python reader's order: by chunk of `chunk_rows` rows, then
+column, then line; exact unless malformed rows shift its chunk boundaries). With `"raise"`, the first block holding a bad row re-reads that
 file with the Python reader (`readers.check_files`), so the `DataError` is the Python
 reader's own (file, line, column, value), appended to `dataset.errors`; that re-read runs at
 the Python reader's speed, up to the bad row. Schema problems (unknown / missing columns,
