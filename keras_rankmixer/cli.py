@@ -24,6 +24,7 @@ import pkgutil
 import sys
 import traceback
 
+import keras_rankmixer
 from keras_rankmixer import commands
 
 #: Exit status of an error the user can fix (argparse uses 2 for bad arguments too).
@@ -90,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     """The console script (`argv=None`: `sys.argv`, process ends with `os._exit` after an
     error) or a call from Python (`argv` given: returns the exit status)."""
     args = build_parser().parse_args(argv)
+    # The console script's process imports the package lazily (`--help` and argument errors
+    # need no TensorFlow); a command that runs gets the whole API, every layer registered.
+    keras_rankmixer.load_all()
     status = run_command(args)
     if argv is None and status != 0:
         sys.stdout.flush()

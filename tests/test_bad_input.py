@@ -439,12 +439,6 @@ BLOCK_TF = textwrap.dedent(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="keras_rankmixer/__init__.py imports TensorFlow eagerly (not the CLI's code, see "
-    "test_cli_and_register_import_no_tensorflow); remove this mark once the package "
-    "imports lazily",
-)
 def test_console_help_needs_no_tensorflow():
     proc = subprocess.run(
         [sys.executable, "-c", BLOCK_TF], capture_output=True, text=True, timeout=60
