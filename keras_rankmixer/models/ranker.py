@@ -12,6 +12,7 @@ from keras_rankmixer.features import Feature
 from keras_rankmixer.layers._checks import check_rate
 from keras_rankmixer.layers.activations import get_activation
 from keras_rankmixer.models.backbone import Backbone, check_model_kwargs
+from keras_rankmixer.models.compile_defaults import ranking_compile_arguments
 from keras_rankmixer.types import ActivationLike, DTypeLike
 
 #: Per-task options a `tasks` dict may give.
@@ -233,7 +234,7 @@ class Ranker(keras.Model):
     ) -> None:
         """`keras.Model.compile` with ranking defaults; every argument may be overridden.
 
-        Defaults (`keras_rankmixer.training.compile`): Adam with `learning_rate` 1e-3,
+        Defaults (`keras_rankmixer.models.compile_defaults`): Adam with `learning_rate` 1e-3,
         binary cross-entropy per task weighted by the tasks' `loss_weight` options, AUC per
         task (`{task}_auc` in the logs with several tasks), `jit_compile=True` (give `False`
         or `"auto"` for models with string features).
@@ -247,10 +248,6 @@ class Ranker(keras.Model):
             jit_compile: XLA compilation; None for the default (True).
             **kwargs: Other `keras.Model.compile` arguments.
         """
-        # Imported here, not at module level: models sit below training in the package
-        # (training's runner builds models), so importing models must not import training.
-        from keras_rankmixer.training.compile import ranking_compile_arguments
-
         if isinstance(loss_weights, str) and loss_weights == "auto":
             loss_weights = self.default_loss_weights
         super().compile(
