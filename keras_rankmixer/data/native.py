@@ -1,21 +1,21 @@
 """Native `tf.data` input path: CSV/TSV and TFRecord parsed by TensorFlow ops, in parallel.
 
-`make_native_dataset` is a drop-in for `readers.make_dataset` (same arguments, same output
+`make_native_dataset` is a drop-in for `make_dataset` (same arguments, same output
 structure, dtypes, shapes, padding, missing-value conventions, hashing, report counts and
 errors) that never runs Python per row: files are read by `tf.data.TextLineDataset` /
 `TFRecordDataset`, cut into blocks of `block_rows` lines (records), and every block is
 parsed and checked by TF ops in a `map` with `num_parallel_calls=AUTOTUNE`, so the work
 spreads over the cores and overlaps with training. `check_native_files` is the fast
-equivalent of `readers.check_files` (a validation pass that returns the `ReadReport`).
+equivalent of `check_files` (a validation pass that returns the `ReadReport`).
 
 **What is native.** CSV/TSV (also `.gz`; header line or `column_names`) and TFRecord of
 `tf.Example` (`compression=`), every feature kind (int64 / string categorical, hashed
 `hash_columns`, int64 / string / hashed sequences, numeric), `on_bad_rows="raise"` and
 `"skip"`, sharding, shuffling. Parquet, and a CSV header with a quoted newline, fall back to
-`readers.make_dataset` (the returned dataset then has `engine == "python"`).
+`make_dataset` (the returned dataset then has `engine == "python"`).
 
 **Same values.** Every cell goes through the Python reader's rules, re-implemented as
-vectorised TF string ops: the missing-value texts (`readers._MISSING_TEXT`, after stripping
+vectorised TF string ops: the missing-value texts (`schema._MISSING_TEXT`, after stripping
 ASCII whitespace), integer ids (exact int64; `"12.0"`-style floats accepted when integral),
 floats with Python's `float()` grammar (checked by an RE2 pattern before
 `tf.strings.to_number`, which alone would also accept hex floats), labels in {0, 1},
@@ -35,7 +35,7 @@ count, unparsable value, bad label) in the graph. With `on_bad_rows="skip"` the 
 are dropped and counted under the Python reader's reasons and locations (`report.skipped`,
 `report.examples`, in the Python reader's order: by chunk of `chunk_rows` rows, then
 column, then line; exact unless malformed rows shift its chunk boundaries). With `"raise"`, the first block holding a bad row re-reads that
-file with the Python reader (`readers.check_files`), so the `DataError` is the Python
+file with the Python reader (`check_files`), so the `DataError` is the Python
 reader's own (file, line, column, value), appended to `dataset.errors`; that re-read runs at
 the Python reader's speed, up to the bad row. Schema problems (unknown / missing columns,
 an empty or header-only file) are checked per file when the dataset is built, with the
@@ -48,7 +48,7 @@ TensorFlow's `InvalidArgumentError` (the Python reader wraps it in a `DataError`
 Python): rows read and kept, skipped by reason, missing cells and truncations per column.
 
 **Order.** With `shuffle=False` and `num_parallel_reads=None` the rows come in file order,
-exactly as from `readers.make_dataset`. `shuffle=True` permutes the file order every epoch
+exactly as from `make_dataset`. `shuffle=True` permutes the file order every epoch
 and the rows inside windows of `shuffle_chunks * chunk_rows` rows, deterministically for a
 `seed`, with TF's RNG (so a different permutation than the Python reader's).
 
@@ -79,15 +79,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from keras_rankmixer.data import readers
+from keras_rankmixer.data import pipeline, schema, sources
 from keras_rankmixer.data.options import accepts_options
-from keras_rankmixer.data.readers import (
-    HASH_SPACE,
-    DataError,
-    ReadReport,
-    detect_format,
-    list_files,
-)
+from keras_rankmixer.data.schema import HASH_SPACE, DataError, ReadReport
+from keras_rankmixer.data.sources import detect_format, list_files
 from keras_rankmixer.features import Feature
 
 __all__ = ["check_native_files", "make_native_dataset"]
@@ -100,7 +95,7 @@ _FLOAT_RE = (
     rf"{_WS}*[+-]?(?:(?:(?:{_DIG})?\.{_DIG}|{_DIG}\.?)(?:[eE][+-]?{_DIG})?"
     rf"|(?i:inf|infinity|nan)){_WS}*"
 )
-_MISSING_RE = "(?:" + "|".join(re.escape(t) for t in sorted(readers._MISSING_TEXT)) + ")"
+_MISSING_RE = "(?:" + "|".join(re.escape(t) for t in sorted(schema._MISSING_TEXT)) + ")"
 # Fast-path cell forms (one match over a whole block).
 _FAST_INT = "(?:-?[0-9]{1,18})?"
 _FAST_NUM = r"(?:-?[0-9]{1,17}(?:\.[0-9]{1,17})?)?"
@@ -113,7 +108,7 @@ _REASON_LABEL = "label must be 0 or 1"
 
 
 # ---------------------------------------------------------------------------------------------
-# Cell conversion (TF ops): each mirrors a `readers._Converter` method.
+# Cell conversion (TF ops): each mirrors a `schema._Converter` method.
 
 
 def _plain(fn):
@@ -209,7 +204,7 @@ def _text(c):
 
 
 def _hash(c):
-    """`readers.hash_strings`: FarmHash64 bucket in [0, HASH_SPACE), exact missing text -> -1."""
+    """`schema.hash_strings`: FarmHash64 bucket in [0, HASH_SPACE), exact missing text -> -1."""
     tf = _tf()
     missing = tf.strings.regex_full_match(c, _MISSING_RE)
     ids = tf.strings.to_hash_bucket_fast(c, HASH_SPACE)
@@ -299,7 +294,7 @@ class _Tracker:
             if fatal_kind == 1:
                 detail = (
                     f"{self.where(file_index, loc)}: a quoted field continues on the next line; "
-                    "the native reader reads one record per line (use readers.make_dataset)."
+                    "the native reader reads one record per line (use keras_rankmixer.data.make_dataset)."
                 )
             else:
                 detail = None  # the Python reader's "expected one value" error
@@ -430,13 +425,13 @@ def make_native_dataset(
     num_threads: int | None = None,
     deterministic: bool = True,
 ):
-    """`readers.make_dataset` with the parsing and checks in TF ops, mapped in parallel.
+    """`make_dataset` with the parsing and checks in TF ops, mapped in parallel.
 
     Args:
         paths, specs, label_columns, batch_size, shuffle, seed, repeat, drop_remainder,
             cache, format, column_names, delimiter, hash_columns, ignore_columns,
             on_bad_rows, sequence_delimiter, shard_index, num_shards, compression,
-            shuffle_chunks: As in `readers.make_dataset` (see the module docstring for what
+            shuffle_chunks: As in `make_dataset` (see the module docstring for what
             differs).
         chunk_rows: With `shuffle`, rows are permuted inside windows of
             `shuffle_chunks * chunk_rows` rows (as the Python reader's chunks).
@@ -475,17 +470,17 @@ def make_native_dataset(
     for name, value in (("batch_size", batch_size), ("shuffle_chunks", shuffle_chunks),
                         ("chunk_rows", chunk_rows), ("block_rows", block_rows)):  # fmt: skip
         check_positive(name, value, integer=True)
-    converter = readers._common(
+    converter = schema._common(
         specs, label_columns, hash_columns, ignore_columns, on_bad_rows, sequence_delimiter
     )
     files = list_files(paths, shard_index, num_shards)
     kinds = {format or detect_format(f) for f in files}
-    bad_kind = sorted(k for k in kinds if k not in readers._FORMATS)
+    bad_kind = sorted(k for k in kinds if k not in sources._FORMATS)
     if bad_kind:
-        raise ValueError(f"`format` must be one of {readers._FORMATS}, got {bad_kind[0]!r}.")
+        raise ValueError(f"`format` must be one of {sources._FORMATS}, got {bad_kind[0]!r}.")
 
     def fallback():
-        ds = readers.make_dataset(paths, specs, label_columns, **kwargs)
+        ds = pipeline.make_dataset(paths, specs, label_columns, **kwargs)
         ds.engine = "python"
         return ds
 
@@ -499,12 +494,8 @@ def make_native_dataset(
 
     def explain(path):
         """The Python reader's error for one file (None if it reads the file cleanly)."""
-        check = getattr(readers, "check_files", None)
         try:
-            if check is not None:
-                check(path, converter.specs, converter.label_columns, **check_kwargs)
-            else:
-                readers.read_arrays(path, converter.specs, converter.label_columns, **check_kwargs)
+            sources.check_files(path, converter.specs, converter.label_columns, **check_kwargs)
         except DataError as e:
             return e
         return None
@@ -551,12 +542,12 @@ def make_native_dataset(
         for i, path in enumerate(files):
             first = next(iter(tf.data.TFRecordDataset(path, compression or "").take(1)), None)
             if first is not None:
-                readers._check_example(converter, tf.train.Example.FromString(first.numpy()), path)
+                sources._check_example(converter, tf.train.Example.FromString(first.numpy()), path)
             active.append(i)
 
     feature_spec = {
         f.name: tf.TensorSpec((None,) + tuple(f.input_shape),
-                              tf.string if f.dtype == "string" else tf.as_dtype(readers._np_dtype(f)))
+                              tf.string if f.dtype == "string" else tf.as_dtype(schema._np_dtype(f)))
         for f in converter.specs
     }  # fmt: skip
 
@@ -937,7 +928,7 @@ def make_native_dataset(
 
 
 def check_native_files(paths, specs, label_columns=("label",), **kwargs) -> ReadReport:
-    """`readers.check_files` by the native path: read and check every row, return the report.
+    """`check_files` by the native path: read and check every row, return the report.
 
     Takes the keyword arguments of `make_native_dataset`; raises the same `DataError`.
 
@@ -955,7 +946,7 @@ def check_native_files(paths, specs, label_columns=("label",), **kwargs) -> Read
     kwargs.setdefault("batch_size", kwargs.get("block_rows", 8192))
     ds = make_native_dataset(paths, specs, label_columns, **kwargs)
     if ds.engine != "native":
-        return readers.check_files(paths, specs, label_columns, **_python_kwargs(kwargs))
+        return sources.check_files(paths, specs, label_columns, **_python_kwargs(kwargs))
     try:
         for _ in ds:
             pass

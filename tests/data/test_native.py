@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_rankmixer.data import DataError, hash_strings, readers
+from keras_rankmixer.data import DataError, hash_strings, read_arrays
 from keras_rankmixer.data.native import check_native_files, make_native_dataset
 from keras_rankmixer.features import CategoricalFeature, NumericFeature, SequenceFeature
 
@@ -77,10 +77,10 @@ def collect(ds):
 
 
 def assert_same(paths, specs, labels=("label",), **kw):
-    """Native rows, values, dtypes and report == `readers.read_arrays` on the same files."""
+    """Native rows, values, dtypes and report == `read_arrays` on the same files."""
     native_only = ("block_rows", "num_parallel_reads", "whole_file_bytes")
     python_kw = {k: v for k, v in kw.items() if k not in native_only}
-    want = readers.read_arrays(paths, specs, labels, **python_kw)
+    want = read_arrays(paths, specs, labels, **python_kw)
     ds = make_native_dataset(paths, specs, labels, batch_size=kw.pop("batch_size", 5), **kw)
     assert ds.engine == "native"
     if len(want):
@@ -115,7 +115,7 @@ def assert_same(paths, specs, labels=("label",), **kw):
 
 def python_error(paths, specs, labels=("label",), **kw):
     with pytest.raises(DataError) as err:
-        readers.read_arrays(paths, specs, labels, **kw)
+        read_arrays(paths, specs, labels, **kw)
     return str(err.value)
 
 
@@ -258,7 +258,7 @@ def test_bad_data_raises_the_python_readers_error(tmp_path, text):
     path = write(tmp_path, "bad.csv", text)
     spec = [CategoricalFeature("user", vocabulary_size=10)]
     try:
-        readers.read_arrays(path, spec)
+        read_arrays(path, spec)
     except DataError as e:
         assert native_error(path, spec, block_rows=2) == str(e)
     else:  # e.g. a header-only file, if the Python reader accepts it
@@ -309,7 +309,7 @@ def test_check_native_files_is_check_files(tmp_path):
     path = write(tmp_path, "bad.csv", "label,user\n1,3\n2,4\n0,abc\n0,5,6\n1,-1\n")
     spec = [CategoricalFeature("user", vocabulary_size=10)]
     got = check_native_files(path, spec, on_bad_rows="skip")
-    want = readers.read_arrays(path, spec, on_bad_rows="skip").report
+    want = read_arrays(path, spec, on_bad_rows="skip").report
     assert got.to_dict() == want.to_dict()
     with pytest.raises(DataError) as err:
         check_native_files(path, spec)
