@@ -47,7 +47,7 @@ def load_frappe(data_dir: str):
     """Self-contained CSV loader: per field, raw ids -> contiguous ids 0..n-1 (all splits)."""
     import pandas as pd
 
-    from keras_rankmixer.data.readers import FRAPPE_COLUMNS
+    from keras_rankmixer.data import FRAPPE_COLUMNS
 
     fields = FRAPPE_COLUMNS[1:]  # the label first, then the 10 id fields
     frames = {
@@ -71,7 +71,7 @@ def load_frappe(data_dir: str):
 
 def build_model(method, fraction, sizes, args):
     from keras_rankmixer import CategoricalFeature, build_rankmixer
-    from keras_rankmixer.data.readers import FRAPPE_COLUMNS
+    from keras_rankmixer.data import FRAPPE_COLUMNS
 
     specs = [
         CategoricalFeature(f, vocabulary_size=sizes[f], embedding_dim=args.embedding_dim, group=f)
@@ -138,8 +138,12 @@ def _throughput(model, features, batch_size, repeats=2):
 def run_one(method, fraction, seed, data, sizes, args):
     import keras
 
-    from keras_rankmixer.moe_callbacks import MoEMonitor, find_moe_layers, plot_active_ratio
-    from keras_rankmixer.training import compile_for_ranking
+    from keras_rankmixer.training import (
+        MoEMonitor,
+        compile_for_ranking,
+        find_moe_layers,
+        plot_active_ratio,
+    )
 
     keras.utils.set_random_seed(seed)
     (xtr, ytr), (xva, yva), (xte, yte) = (
