@@ -74,6 +74,7 @@ MODELS["dcnv2_table6"] = (
     {"num_cross_layers": 3, "projection_dim": None, "hidden_units": (512, 512, 512)},
 )
 MODELS["rankmixer_100m"] = ("rankmixer", {"preset": "rankmixer_100m"})
+MODELS["tokenmixer_large_small"] = ("rankmixer", {"preset": "tokenmixer_large_small"})
 ALIASES = {
     "tiny": ["rankmixer_tiny", "dcnv2_tiny"],
     "small": ["rankmixer_small", "dcnv2_small"],
@@ -128,6 +129,10 @@ def build(name: str, features):
 
     name = name.split("@")[0]
     kind, kwargs = MODELS[name]
+    if kind == "rankmixer" and kwargs["preset"].startswith("tokenmixer_large"):
+        from keras_rankmixer.models.ranker import Ranker
+
+        return Ranker.from_preset(kwargs["preset"], features, name=name)
     if kind == "rankmixer":
         return build_from_preset(kwargs["preset"], features, name=name)
     try:
