@@ -182,7 +182,8 @@ def load_run_model(source: str, compile: bool = False) -> tuple[Any, list | None
 
     The specs come from the model itself (its backbone's config); a plain functional model
     (saved before backbones existed) takes them from the run's `features.json`, or has none
-    (None) without one. A `features.json` that disagrees with the model's inputs is an error.
+    (None) without one. A run's `features.json` that names other features than the model's
+    inputs is an error, for either kind of model.
     """
     import keras
 
@@ -196,9 +197,13 @@ def load_run_model(source: str, compile: bool = False) -> tuple[Any, list | None
         return model, None
     features = model_features(model, features_path)
     inputs = sorted(t.name for t in model.inputs)
-    names = sorted(f.name for f in features)
-    if inputs != names:
-        raise ValueError(
-            f"{features_path} declares features {names}, but the model's inputs are {inputs}."
-        )
+    if features_path is not None:
+        # The model's own specs win, but a run's features.json that says otherwise (edited,
+        # or from another run) is reported rather than silently ignored.
+        with open(features_path) as f:
+            names = sorted(c.get("name") if isinstance(c, dict) else None for c in json.load(f))
+        if inputs != names:
+            raise ValueError(
+                f"{features_path} declares features {names}, but the model's inputs are {inputs}."
+            )
     return model, features
