@@ -607,6 +607,7 @@ def plot(rows, path: str, title: str = "") -> str:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     tasks = _tasks_of(rows) or [None]
     rows = [r for r in rows if "test_auc_mean" in r]
@@ -620,6 +621,7 @@ def plot(rows, path: str, title: str = "") -> str:
         ax.set_yticks(range(len(rows)), labels if ax is axes[0][0] else [""] * len(rows))
         ax.set_title(t or "test AUC", fontsize=9)
         ax.tick_params(labelsize=7)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(4))
         ax.grid(axis="x", alpha=0.3)
     if title:
         fig.suptitle(title, fontsize=9)
