@@ -1,4 +1,6 @@
-"""GroupTokenizer, SharedMLPTokenizer and TokenReadout against NumPy; round trips, jit fit."""
+"""GroupTokenizer, SharedMLPTokenizer and TokenReadout against NumPy; round trips, jit fit.
+
+Batch 2 everywhere, so eager JAX reuses its compiled ops across the tests."""
 
 import keras
 import numpy as np
@@ -18,7 +20,7 @@ from keras_rankmixer.layers import GroupTokenizer, SharedMLPTokenizer, TokenRead
 WIDTHS = (6, 3, 5)
 
 
-def groups(batch=4, seed=0):
+def groups(batch=2, seed=0):
     rng = np.random.default_rng(seed)
     return [rng.normal(size=(batch, w)).astype("float32") for w in WIDTHS]
 
@@ -37,7 +39,7 @@ def test_group_tokens_are_per_group_mlps_and_global_token_comes_first():
     tok.build([x.shape for x in g])
     randomize(tok)
     y = to_numpy(tok(g))
-    assert y.shape == (4, 4, 8) and tok.num_tokens == 4
+    assert y.shape == (2, 4, 8) and tok.num_tokens == 4
     assert_all_close(y[:, 0], mlp_reference(tok.global_mlp, np.concatenate(g, -1)), atol=1e-4)
     for i, x in enumerate(g):
         assert_all_close(y[:, i + 1], mlp_reference(tok.group_mlps[i], x), atol=1e-4)
@@ -63,7 +65,7 @@ def test_without_global_token_and_explicit_hidden_dim():
     tok.build([x.shape for x in g])
     randomize(tok, seed=2)
     y = tok(g)
-    assert tuple(y.shape) == (4, 3, 4) and tok.global_mlp is None
+    assert tuple(y.shape) == (2, 3, 4) and tok.global_mlp is None
     for i, x in enumerate(g):
         assert tok.group_mlps[i].dense_1.units == 3
         ref = mlp_reference(tok.group_mlps[i], x, act=lambda v: np.maximum(v, 0))
@@ -74,7 +76,7 @@ def test_one_tensor_is_one_group():
     x = groups()[0]
     tok = GroupTokenizer(token_dim=8)
     y = to_numpy(tok(x))
-    assert y.shape == (4, 2, 8)
+    assert y.shape == (2, 2, 8)
     assert tok.compute_output_shape((None, 6)) == (None, 2, 8)
 
 
@@ -85,16 +87,16 @@ def test_shared_mlp_tokenizer_cuts_one_mlp_output_into_tokens():
     randomize(tok, seed=3)
     assert tok.mlp.dense_1.units == 14 and tok.mlp.dense_2.units == 20  # max(E, D), T*D
     z = mlp_reference(tok.mlp, np.concatenate(g, -1))
-    assert_all_close(tok(g), z.reshape(4, 5, 4), atol=1e-4)
-    assert_all_close(tok(np.concatenate(g, -1)), z.reshape(4, 5, 4), atol=1e-4)
+    assert_all_close(tok(g), z.reshape(2, 5, 4), atol=1e-4)
+    assert_all_close(tok(np.concatenate(g, -1)), z.reshape(2, 5, 4), atol=1e-4)
     assert tok.compute_output_shape([(None, w) for w in WIDTHS]) == (None, 5, 4)
 
 
 def test_readout_modes_match_numpy():
-    x = random_tokens(3, 4, 5)
+    x = random_tokens(2, 4, 5)
     assert_all_close(TokenReadout("global")(x), x[:, 0], atol=0, rtol=0)
     assert_all_close(TokenReadout("mean")(x), x.mean(1), atol=1e-6)
-    assert_all_close(TokenReadout("flatten")(x), x.reshape(3, 20), atol=0, rtol=0)
+    assert_all_close(TokenReadout("flatten")(x), x.reshape(2, 20), atol=0, rtol=0)
     assert TokenReadout("flatten").compute_output_shape((None, 4, 5)) == (None, 20)
     assert config_round_trip(TokenReadout("mean", name="r")).mode == "mean"
 
@@ -144,7 +146,7 @@ def test_jit_compiled_fit_step():
     inputs = [keras.Input((w,)) for w in WIDTHS]
     tokens = GroupTokenizer(token_dim=4)(inputs)
     model = keras.Model(inputs, keras.layers.Dense(1)(TokenReadout("global")(tokens)))
-    jit_fit_changes_weights(model, groups(batch=8), np.ones((8, 1), "float32"))
+    jit_fit_changes_weights(model, groups(batch=4), np.ones((4, 1), "float32"))
 
 
 @pytest.mark.parametrize(

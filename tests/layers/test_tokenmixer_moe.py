@@ -1,5 +1,7 @@
 """TokenMixerMoE: top-k softmax routing, alpha, shared expert against NumPy; sparse dispatch
-== dense (outputs and gradients) with enough capacity; overflow; round trips; jit fit."""
+== dense (outputs and gradients) with enough capacity; overflow; round trips; jit fit.
+
+Tiny shapes shared by the tests (eager JAX compiles each op once per shape)."""
 
 import math
 
@@ -28,7 +30,8 @@ from tokenmixer_reference import (
 from keras_rankmixer.layers import TokenMixerMoE
 from keras_rankmixer.layers.sparse_moe import expert_capacity, top_k_softmax_gates
 
-B, T, D, E = 8, 3, 8, 4
+B, T, D, E = 4, 2, 4, 4
+H = 2 * D // E  # expert_dim at hidden_ratio=2: n D / E
 
 
 def built(x=None, **kwargs):
@@ -48,13 +51,13 @@ def copy(src, **kwargs):
 
 def test_weights_and_shapes():
     layer = built(top_k=2)
-    assert layer.expert_dim == 4  # n D / E = 2 * 8 / 4
-    assert tuple(layer.expert_gate_up_kernel.shape) == (T, E, D, 8)
-    assert tuple(layer.expert_gate_up_bias.shape) == (T, E, 8)
-    assert tuple(layer.expert_down_kernel.shape) == (T, E, 4, D)
+    assert layer.expert_dim == H == 2  # n D / E = 2 * 4 / 4
+    assert tuple(layer.expert_gate_up_kernel.shape) == (T, E, D, 2 * H)
+    assert tuple(layer.expert_gate_up_bias.shape) == (T, E, 2 * H)
+    assert tuple(layer.expert_down_kernel.shape) == (T, E, H, D)
     assert tuple(layer.expert_down_bias.shape) == (T, E, D)
     assert tuple(layer.router.router_kernel.shape) == (T, D, E)
-    assert tuple(layer.shared_expert.gate_up_kernel.shape) == (T, D, 8)
+    assert tuple(layer.shared_expert.gate_up_kernel.shape) == (T, D, 2 * H)
     assert layer.gate_scale_value == E / 2
     assert all(w.shape[0] == T for w in layer.trainable_weights)
 
@@ -144,7 +147,7 @@ def test_load_balance_loss_matches_numpy_and_is_float32():
 
 
 def test_shared_helpers_of_sparse_moe():
-    logits = random_tokens(2, 3, 5, seed=8)
+    logits = random_tokens(B, T, 5, seed=8)
     assert_all_close(top_k_softmax_gates(logits, 2), top_k_softmax(logits, 2), atol=1e-6)
     assert expert_capacity(100, 0.25) == 25 and expert_capacity(3, 5.0) == 3
     assert expert_capacity(10, 0.01) == 1
@@ -157,8 +160,8 @@ def test_gradients_reach_every_weight():
 
 def test_flops_per_sample():
     layer = built(top_k=2)
-    assert layer.flops_per_sample() == 6 * T * 2 * D * 4 + 2 * T * D * E
-    assert layer.shared_expert.flops_per_sample() == 6 * T * D * 4
+    assert layer.flops_per_sample() == 6 * T * 2 * D * H + 2 * T * D * E
+    assert layer.shared_expert.flops_per_sample() == 6 * T * D * H
 
 
 def test_config_and_keras_file_round_trip(tmp_path):
@@ -186,9 +189,10 @@ def test_mixed_bfloat16_sparse():
 
 def test_jit_compiled_fit_step_is_sparse():
     inputs = keras.Input((T, D))
-    moe = TokenMixerMoE(E, top_k=2, hidden_ratio=2, load_balance_weight=0.01, name="moe")
+    # 2 experts, top-1: the smallest sparse layer (XLA compile time grows with E and k)
+    moe = TokenMixerMoE(2, top_k=1, hidden_ratio=1, load_balance_weight=0.01, name="moe")
     model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Flatten()(moe(inputs))))
-    jit_fit_changes_weights(model, random_tokens(16, T, D), np.ones((16, 1), "float32"))
+    jit_fit_changes_weights(model, random_tokens(2 * B, T, D), np.ones((2 * B, 1), "float32"))
     assert moe.dispatch == "sparse"
 
 
