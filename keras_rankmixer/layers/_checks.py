@@ -68,3 +68,30 @@ def per_token_initializer(initializer: Any) -> keras.initializers.Initializer:
     return keras.initializers.get(
         initializer if initializer is not None else per_token_glorot_uniform()
     )
+
+
+def set_weight_settings(
+    layer: keras.layers.Layer,
+    kernel_initializer: Any,
+    bias_initializer: Any,
+    kernel_regularizer: Any,
+    bias_regularizer: Any,
+) -> None:
+    """Set a per-token layer's kernel/bias initializers and regularizers from its arguments.
+
+    The kernel initializer goes through `per_token_initializer` (None: per-token Glorot).
+    """
+    layer.kernel_initializer = per_token_initializer(kernel_initializer)
+    layer.bias_initializer = keras.initializers.get(bias_initializer)
+    layer.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+    layer.bias_regularizer = keras.regularizers.get(bias_regularizer)
+
+
+def weight_settings_config(layer: keras.layers.Layer) -> dict:
+    """The `get_config` entries of the settings `set_weight_settings` put on `layer`."""
+    return {
+        "kernel_initializer": keras.initializers.serialize(layer.kernel_initializer),
+        "bias_initializer": keras.initializers.serialize(layer.bias_initializer),
+        "kernel_regularizer": keras.regularizers.serialize(layer.kernel_regularizer),
+        "bias_regularizer": keras.regularizers.serialize(layer.bias_regularizer),
+    }

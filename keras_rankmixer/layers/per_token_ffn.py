@@ -10,7 +10,12 @@ from typing import Any
 import keras
 from keras import ops
 
-from keras_rankmixer.layers._checks import check_positive, check_tokens_shape, per_token_initializer
+from keras_rankmixer.layers._checks import (
+    check_positive,
+    check_tokens_shape,
+    set_weight_settings,
+    weight_settings_config,
+)
 from keras_rankmixer.layers.activations import get_activation
 
 #: The serving-graph levers `cpu_serving_graph` can switch on (see its docstring).
@@ -155,10 +160,9 @@ class PerTokenFFN(keras.layers.Layer):
         self.hidden_dim = hidden_dim
         self.activation = get_activation(activation)
         self.use_bias = bool(use_bias)
-        self.kernel_initializer = per_token_initializer(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        set_weight_settings(
+            self, kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer
+        )
         self.shared = bool(shared)
 
     def build(self, input_shape) -> None:
@@ -267,10 +271,7 @@ class PerTokenFFN(keras.layers.Layer):
                 "hidden_dim": self.hidden_dim,
                 "activation": keras.activations.serialize(self.activation),
                 "use_bias": self.use_bias,
-                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
-                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
-                "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
+                **weight_settings_config(self),
                 "shared": self.shared,
             }
         )

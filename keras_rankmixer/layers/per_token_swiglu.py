@@ -7,7 +7,12 @@ from typing import Any
 import keras
 from keras import ops
 
-from keras_rankmixer.layers._checks import check_positive, check_tokens_shape, per_token_initializer
+from keras_rankmixer.layers._checks import (
+    check_positive,
+    check_tokens_shape,
+    set_weight_settings,
+    weight_settings_config,
+)
 from keras_rankmixer.layers.per_token_ffn import resolve_hidden_dim
 
 
@@ -105,10 +110,9 @@ class PerTokenSwiGLU(keras.layers.Layer):
         self.hidden_ratio = hidden_ratio
         self.hidden_dim = hidden_dim
         self.use_bias = bool(use_bias)
-        self.kernel_initializer = per_token_initializer(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        set_weight_settings(
+            self, kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer
+        )
         self.down_init_scale = None if down_init_scale is None else float(down_init_scale)
         self.shared = bool(shared)
 
@@ -181,10 +185,7 @@ class PerTokenSwiGLU(keras.layers.Layer):
                 "hidden_ratio": self.hidden_ratio,
                 "hidden_dim": self.hidden_dim,
                 "use_bias": self.use_bias,
-                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
-                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
-                "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
+                **weight_settings_config(self),
                 "down_init_scale": self.down_init_scale,
                 "shared": self.shared,
             }
