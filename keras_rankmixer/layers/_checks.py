@@ -38,6 +38,12 @@ def check_non_negative(name: str, value: Any, at_most: float | None = None) -> N
         raise ValueError(f"`{name}` must be a number {bound}, got {name}={value!r}.")
 
 
+def check_non_negative_int(name: str, value: Any) -> None:
+    """Raise a `ValueError` naming `name` unless `value` is an int >= 0 (not a bool)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"`{name}` must be a non-negative int, got {name}={value!r}.")
+
+
 def check_rate(name: str, value: Any) -> None:
     """Raise a `ValueError` naming `name` unless `value` is a number in [0, 1) (a dropout rate)."""
     if not (_is_number(value) and 0 <= value < 1):

@@ -9,6 +9,7 @@ import keras
 
 from keras_rankmixer.features import Feature
 from keras_rankmixer.flops import count_config
+from keras_rankmixer.layers._checks import check_non_negative_int
 from keras_rankmixer.layers.activations import get_activation
 from keras_rankmixer.layers.feature_tokenizer import FeatureTokenizer
 from keras_rankmixer.layers.rankmixer_block import RankMixerBlock
@@ -118,10 +119,7 @@ class RankMixerBackbone(Backbone):
         # === Argument checks ===
         if pooling not in POOLINGS:
             raise ValueError(f"`pooling` must be one of {POOLINGS}, got pooling={pooling!r}.")
-        if not isinstance(num_layers, int) or isinstance(num_layers, bool) or num_layers < 0:
-            raise ValueError(
-                f"`num_layers` must be a non-negative int, got num_layers={num_layers!r}."
-            )
+        check_non_negative_int("num_layers", num_layers)
         given = [
             n
             for n, v in (("moe", moe), ("ffn_factory", ffn_factory), ("block_ffns", block_ffns))

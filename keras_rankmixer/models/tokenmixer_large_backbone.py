@@ -10,7 +10,12 @@ import keras
 from keras import ops
 
 from keras_rankmixer.features import Feature
-from keras_rankmixer.layers._checks import check_non_negative, check_positive, check_rate
+from keras_rankmixer.layers._checks import (
+    check_non_negative,
+    check_non_negative_int,
+    check_positive,
+    check_rate,
+)
 from keras_rankmixer.layers.feature_tokenizer import FeatureTokenizer
 from keras_rankmixer.layers.group_tokenizer import GroupTokenizer, SharedMLPTokenizer
 from keras_rankmixer.layers.per_token_ffn import resolve_hidden_dim
@@ -151,10 +156,7 @@ class TokenMixerLargeBackbone(Backbone):
     ) -> None:
         # === Argument checks ===
         check_positive("token_dim", token_dim, integer=True)
-        if not isinstance(num_layers, int) or isinstance(num_layers, bool) or num_layers < 0:
-            raise ValueError(
-                f"`num_layers` must be a non-negative int, got num_layers={num_layers!r}."
-            )
+        check_non_negative_int("num_layers", num_layers)
         if tokenizer not in TOKENIZERS:
             raise ValueError(
                 f"`tokenizer` must be one of {TOKENIZERS}, got tokenizer={tokenizer!r}."
