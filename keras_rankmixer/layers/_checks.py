@@ -69,6 +69,26 @@ def check_tokens_shape(layer_name: str, input_shape: Any) -> tuple[int, int]:
     return int(shape[1]), int(shape[2])
 
 
+def check_group_widths(layer_name: str, input_shape) -> list[int]:
+    """Static widths `d_i` of a list of `(batch, d_i)` group embeddings (or one tensor)."""
+    shapes = (
+        list(input_shape)
+        if isinstance(input_shape, list | tuple)
+        and input_shape
+        and isinstance(input_shape[0], list | tuple)
+        else [input_shape]
+    )
+    widths = []
+    for shape in shapes:
+        if len(shape) != 2 or shape[-1] is None:
+            raise ValueError(
+                f"{layer_name} expects (batch, width) group embeddings with a static width, "
+                f"got shape {tuple(shape)}."
+            )
+        widths.append(int(shape[-1]))
+    return widths
+
+
 def per_token_initializer(initializer: Any) -> keras.initializers.Initializer:
     """`keras.initializers.get(initializer)`, with None meaning `per_token_glorot_uniform()`."""
     return keras.initializers.get(

@@ -7,7 +7,11 @@ from typing import Any
 import keras
 from keras import ops
 
-from keras_rankmixer.layers._checks import check_positive, per_token_initializer
+from keras_rankmixer.layers._checks import (
+    check_group_widths,
+    check_positive,
+    per_token_initializer,
+)
 from keras_rankmixer.layers.per_token_ffn import serving_lever
 
 
@@ -75,27 +79,8 @@ class FeatureTokenizer(keras.layers.Layer):
         self.kernel_initializer = per_token_initializer(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
 
-    @staticmethod
-    def _widths(input_shape) -> list[int]:
-        shapes = (
-            input_shape
-            if isinstance(input_shape, list | tuple)
-            and input_shape
-            and isinstance(input_shape[0], list | tuple)
-            else [input_shape]
-        )
-        widths = []
-        for shape in shapes:
-            if len(shape) != 2 or shape[-1] is None:
-                raise ValueError(
-                    "FeatureTokenizer expects (batch, width) group embeddings with a static "
-                    f"width, got shape {tuple(shape)}."
-                )
-            widths.append(int(shape[-1]))
-        return widths
-
     def build(self, input_shape) -> None:
-        self.input_width = sum(self._widths(input_shape))
+        self.input_width = sum(check_group_widths("FeatureTokenizer", input_shape))
         self.slice_dim = -(-self.input_width // self.num_tokens)
         self.padding = self.slice_dim * self.num_tokens - self.input_width
         lead = () if self.shared_projection else (self.num_tokens,)

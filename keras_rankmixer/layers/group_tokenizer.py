@@ -8,28 +8,8 @@ from typing import Any
 import keras
 from keras import ops
 
-from keras_rankmixer.layers._checks import check_positive, check_rate
+from keras_rankmixer.layers._checks import check_group_widths, check_positive, check_rate
 from keras_rankmixer.layers.activations import get_activation
-
-
-def _group_widths(layer_name: str, input_shape) -> list[int]:
-    """Static widths `d_i` of a list of `(batch, d_i)` group embeddings (or one tensor)."""
-    shapes = (
-        list(input_shape)
-        if isinstance(input_shape, list | tuple)
-        and input_shape
-        and isinstance(input_shape[0], list | tuple)
-        else [input_shape]
-    )
-    widths = []
-    for shape in shapes:
-        if len(shape) != 2 or shape[-1] is None:
-            raise ValueError(
-                f"{layer_name} expects (batch, width) group embeddings with a static width, "
-                f"got shape {tuple(shape)}."
-            )
-        widths.append(int(shape[-1]))
-    return widths
 
 
 class _MLP(keras.layers.Layer):
@@ -180,7 +160,7 @@ class GroupTokenizer(_MLPTokenizerBase):
         self.global_token = bool(global_token)
 
     def build(self, input_shape) -> None:
-        widths = _group_widths("GroupTokenizer", input_shape)
+        widths = check_group_widths("GroupTokenizer", input_shape)
         self.group_widths = widths
         self.group_mlps = [
             self._mlp(w, self.token_dim, f"group_mlp_{i}") for i, w in enumerate(widths)
@@ -199,7 +179,7 @@ class GroupTokenizer(_MLPTokenizerBase):
         return ops.stack(tokens, axis=1)
 
     def compute_output_shape(self, input_shape):
-        widths = _group_widths("GroupTokenizer", input_shape)
+        widths = check_group_widths("GroupTokenizer", input_shape)
         batch = input_shape[0][0] if isinstance(input_shape[0], list | tuple) else input_shape[0]
         return (batch, len(widths) + int(self.global_token), self.token_dim)
 
@@ -247,7 +227,7 @@ class SharedMLPTokenizer(_MLPTokenizerBase):
         self.num_tokens = num_tokens
 
     def build(self, input_shape) -> None:
-        self.input_width = sum(_group_widths("SharedMLPTokenizer", input_shape))
+        self.input_width = sum(check_group_widths("SharedMLPTokenizer", input_shape))
         self.mlp = self._mlp(self.input_width, self.num_tokens * self.token_dim, "mlp")
         self.built = True
 
