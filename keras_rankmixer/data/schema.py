@@ -170,15 +170,19 @@ class _Converter:
         self.delimiter = sequence_delimiter
         self.expected = names + self.label_columns
 
-    def check_columns(self, columns: Sequence[str], file: str) -> None:
-        columns = list(columns)
+    def check_unknown_columns(self, columns: Sequence[str], where: str) -> None:
+        """`DataError` (at `where`) naming the `columns` neither expected nor ignored."""
         unknown = [c for c in columns if c not in self.expected and c not in self.ignore_columns]
         if unknown:
             raise DataError(
-                f"{file}: unknown column(s) {unknown}; expected features "
+                f"{where}: unknown column(s) {unknown}; expected features "
                 f"{[f.name for f in self.specs]} and labels {self.label_columns} (pass "
                 "ignore_columns=[...] to drop extra columns)."
             )
+
+    def check_columns(self, columns: Sequence[str], file: str) -> None:
+        columns = list(columns)
+        self.check_unknown_columns(columns, file)
         missing = [c for c in self.expected if c not in columns]
         if missing:
             raise DataError(f"{file}: missing column(s) {missing}; the file has columns {columns}.")

@@ -322,13 +322,7 @@ def _iter_tfrecord(path, converter, chunk_rows, compression):
 
 def _check_example(converter, example, path):
     keys = list(example.features.feature.keys())
-    unknown = [k for k in keys if k not in converter.expected and k not in converter.ignore_columns]
-    if unknown:
-        raise DataError(
-            f"{path}, record 0: unknown column(s) {sorted(unknown)}; expected features "
-            f"{[f.name for f in converter.specs]} and labels {converter.label_columns} (pass "
-            "ignore_columns=[...] to drop extra columns)."
-        )
+    converter.check_unknown_columns(sorted(keys), f"{path}, record 0")
     missing = [c for c in converter.label_columns if c not in keys]
     if missing:
         raise DataError(f"{path}, record 0: missing label column(s) {missing}.")
