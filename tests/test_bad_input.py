@@ -146,8 +146,8 @@ CASES = [
          "(value '3')."),
     # ---- specs, flags and config
     Case("missing_features_flag", "train --train {d}/train.csv --run-dir {r}", 2,
-         "[train] error: `features` is required with `train` files (a JSON spec file, 'frappe' "
-         "or 'criteo')."),
+         "[train] error: `features` is required with `train` files (a JSON spec file, 'frappe', "
+         "'criteo' or 'census')."),
     Case("spec_key_typo",
          "train --train {d}/train.csv --features {d}/typo.json --run-dir {r} --no-jit", 2,
          "[train] error: feature 'user': unknown key(s) ['vocab_size'] for kind 'categorical'; "

@@ -37,8 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument(
         "--features",
         default=S,
-        help="feature specs: a JSON file (list of feature configs), 'frappe' or "
-        "'criteo'; default: the synthetic generator's specs",
+        help="feature specs: a JSON file (list of feature configs), 'frappe', 'criteo' or "
+        "'census' (files from keras_rankmixer.data.prepare_census); default: the synthetic "
+        "generator's specs",
     )
     d.add_argument("--labels", nargs="+", default=S, help="label column(s), one per task")
     d.add_argument("--format", choices=["csv", "tsv", "parquet", "tfrecord"], default=S)

@@ -48,7 +48,7 @@ DEFAULTS: dict[str, Any] = {
     "train": None,  # path(s)/glob(s); None -> synthetic clicks
     "valid": None,
     "test": None,
-    "features": None,  # JSON file of specs, "frappe", "criteo", or None (synthetic specs)
+    "features": None,  # JSON file of specs, "frappe", "criteo", "census", or None (synthetic)
     "labels": ["label"],
     "format": None,
     "column_names": None,
@@ -192,7 +192,8 @@ def check_config(config: dict) -> dict:
             raise ValueError(f"`{key}` must be a positive int, got {key}={config[key]!r}.")
     if config["train"] and not config["features"]:
         raise ValueError(
-            "`features` is required with `train` files (a JSON spec file, 'frappe' or 'criteo')."
+            "`features` is required with `train` files (a JSON spec file, 'frappe', 'criteo' "
+            "or 'census')."
         )
     if not config["train"]:
         config["labels"] = ["click"]  # the synthetic generator's task
@@ -218,12 +219,14 @@ def config_changes(saved: dict, config: dict, ignore: Sequence[str] = ()) -> lis
 
 def load_specs(config: dict) -> tuple[list, list[str]]:
     """Feature specs and extra hash columns named by `config["features"]`."""
-    from keras_rankmixer.data import criteo_features, frappe_features
+    from keras_rankmixer.data import census_features, criteo_features, frappe_features
     from keras_rankmixer.features import feature_from_config
 
     spec = config["features"]
     if spec == "frappe":
         return frappe_features(), []
+    if spec == "census":  # files written by keras_rankmixer.data.prepare_census
+        return census_features(), []
     if spec == "criteo":
         return criteo_features()
     data = files.read_json(spec, "feature spec")
@@ -657,7 +660,7 @@ def evaluate_run(
         raise ValueError(
             f"{run_dir} was trained on synthetic data and has no test files; pass --data FILE."
         )
-    named = config["features"] in ("frappe", "criteo")
+    named = config["features"] in ("frappe", "criteo", "census")
     options = read_options(config, load_specs(config)[1] if named else (), on_bad_rows)
     options = options.replace(shard_index=0, num_shards=1)  # all of the files
     model, specs = files.load_run_model(run_dir)

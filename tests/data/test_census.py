@@ -128,3 +128,11 @@ def test_real_file_split_and_label_rates(tmp_path):
     assert 0.42 < married.mean() < 0.44
     x = data["train"][0]
     assert max(int(x[f].max()) for f in CENSUS_FEATURES if f not in CENSUS_NUMERIC) < 64
+
+
+def test_train_command_names_the_census_schema():
+    from keras_rankmixer.training.runner import load_specs
+
+    specs, hash_columns = load_specs({"features": "census"})
+    assert [f.name for f in specs] == [f.name for f in census_features()]
+    assert len(specs) == 39 and hash_columns == []
