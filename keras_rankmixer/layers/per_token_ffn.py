@@ -96,6 +96,35 @@ def resolve_hidden_dim(dim: int, hidden_ratio: float, hidden_dim: int | None) ->
     return int(hidden_dim) if hidden_dim is not None else max(1, int(round(hidden_ratio * dim)))
 
 
+def per_token_mlp(inputs, kernel_1, bias_1, activation, kernel_2, bias_2, shared=False):
+    """`activation(inputs @ kernel_1 + bias_1) @ kernel_2 + bias_2`, per token unless `shared`.
+
+    Per token, `inputs` is `(B, T, D)` and the weights have a leading T axis; the biases may be
+    None. The two matmuls of `PerTokenFFN` and `PerTokenSwiGLU` (whose `activation` is the GLU).
+    """
+    if shared:
+        hidden = ops.matmul(inputs, kernel_1)
+        if bias_1 is not None:
+            hidden = hidden + bias_1
+        out = ops.matmul(activation(hidden), kernel_2)
+        return out + bias_2 if bias_2 is not None else out
+    # Token-major layout: one transpose of the (B, T, D) input in and one of the output
+    # out; both batched matmuls ((T, B, D) @ (T, D, H), then (T, B, H) @ (T, H, D)) and the
+    # bias + activation epilogue run on (T, B, .) with T as the leading batch axis, so the
+    # k-times larger hidden activation is never transposed (the einsum form
+    # `btd,tdh->bth` transposes it on the way in and out of each matmul). Same math and
+    # weights; measured in docs/performance.md.
+    x = ops.transpose(inputs, (1, 0, 2))
+    hidden = ops.matmul(x, kernel_1)
+    if bias_1 is not None:
+        hidden = hidden + ops.expand_dims(bias_1, 1)
+    hidden = activation(hidden)
+    out = ops.matmul(hidden, kernel_2)
+    if bias_2 is not None:
+        out = out + ops.expand_dims(bias_2, 1)
+    return ops.transpose(out, (1, 0, 2))
+
+
 @keras.saving.register_keras_serializable(package="keras_rankmixer")
 class PerTokenFFN(keras.layers.Layer):
     """Per-token FFN: every token has its own two-layer MLP.
@@ -234,27 +263,15 @@ class PerTokenFFN(keras.layers.Layer):
         return tf.stack(outs, axis=1)
 
     def _call(self, inputs):
-        if self.shared:
-            hidden = ops.matmul(inputs, self.kernel_1)
-            if self.bias_1 is not None:
-                hidden = hidden + self.bias_1
-            out = ops.matmul(self.activation(hidden), self.kernel_2)
-            return out + self.bias_2 if self.bias_2 is not None else out
-        # Token-major layout: one transpose of the (B, T, D) input in and one of the output
-        # out; both batched matmuls ((T, B, D) @ (T, D, H), then (T, B, H) @ (T, H, D)) and the
-        # bias + activation epilogue run on (T, B, .) with T as the leading batch axis, so the
-        # k-times larger hidden activation is never transposed (the einsum form
-        # `btd,tdh->bth` transposes it on the way in and out of each matmul). Same math and
-        # weights; measured in docs/performance.md.
-        x = ops.transpose(inputs, (1, 0, 2))
-        hidden = ops.matmul(x, self.kernel_1)
-        if self.bias_1 is not None:
-            hidden = hidden + ops.expand_dims(self.bias_1, 1)
-        hidden = self.activation(hidden)
-        out = ops.matmul(hidden, self.kernel_2)
-        if self.bias_2 is not None:
-            out = out + ops.expand_dims(self.bias_2, 1)
-        return ops.transpose(out, (1, 0, 2))
+        return per_token_mlp(
+            inputs,
+            self.kernel_1,
+            self.bias_1,
+            self.activation,
+            self.kernel_2,
+            self.bias_2,
+            shared=self.shared,
+        )
 
     def flops_per_sample(self) -> int:
         """Forward matmul FLOPs per sample (2 per multiply-add): `4 * T * D * H_ffn`."""

@@ -13,7 +13,7 @@ from keras_rankmixer.layers._checks import (
     set_weight_settings,
     weight_settings_config,
 )
-from keras_rankmixer.layers.per_token_ffn import resolve_hidden_dim
+from keras_rankmixer.layers.per_token_ffn import per_token_mlp, resolve_hidden_dim
 
 
 def scaled_initializer(initializer: Any, scale: float | None):
@@ -155,21 +155,16 @@ class PerTokenSwiGLU(keras.layers.Layer):
         return ops.silu(gate) * up
 
     def call(self, inputs):
-        if self.shared:
-            gate_up = ops.matmul(inputs, self.gate_up_kernel)
-            if self.gate_up_bias is not None:
-                gate_up = gate_up + self.gate_up_bias
-            out = ops.matmul(self._glu(gate_up), self.down_kernel)
-            return out + self.down_bias if self.down_bias is not None else out
         # Token-major layout as in PerTokenFFN: T is the leading batch axis of both matmuls.
-        x = ops.transpose(inputs, (1, 0, 2))
-        gate_up = ops.matmul(x, self.gate_up_kernel)
-        if self.gate_up_bias is not None:
-            gate_up = gate_up + ops.expand_dims(self.gate_up_bias, 1)
-        out = ops.matmul(self._glu(gate_up), self.down_kernel)
-        if self.down_bias is not None:
-            out = out + ops.expand_dims(self.down_bias, 1)
-        return ops.transpose(out, (1, 0, 2))
+        return per_token_mlp(
+            inputs,
+            self.gate_up_kernel,
+            self.gate_up_bias,
+            self._glu,
+            self.down_kernel,
+            self.down_bias,
+            shared=self.shared,
+        )
 
     def flops_per_sample(self) -> int:
         """Forward matmul FLOPs per sample (2 per multiply-add): `6 * T * D * H_ffn`."""
