@@ -96,6 +96,43 @@ def resolve_hidden_dim(dim: int, hidden_ratio: float, hidden_dim: int | None) ->
     return int(hidden_dim) if hidden_dim is not None else max(1, int(round(hidden_ratio * dim)))
 
 
+def add_mlp_weights(layer, names, lead, dim, up_width, hidden, down_initializer=None):
+    """The kernels and biases `(k1, k2, b1, b2)` of a two-matmul MLP, added to `layer`.
+
+    Shapes `lead + (dim, up_width)`, `lead + (hidden, dim)`, `lead + (up_width,)` and
+    `lead + (dim,)`, named `names`, made in that order from the layer's kernel/bias
+    initializers and regularizers (`down_initializer` for `k2` when given); the biases are
+    None without `layer.use_bias`. The weights of `PerTokenFFN` and `PerTokenSwiGLU`.
+    """
+    k1 = layer.add_weight(
+        name=names[0],
+        shape=lead + (dim, up_width),
+        initializer=layer.kernel_initializer,
+        regularizer=layer.kernel_regularizer,
+    )
+    k2 = layer.add_weight(
+        name=names[1],
+        shape=lead + (hidden, dim),
+        initializer=down_initializer if down_initializer is not None else layer.kernel_initializer,
+        regularizer=layer.kernel_regularizer,
+    )
+    if not layer.use_bias:
+        return k1, k2, None, None
+    b1 = layer.add_weight(
+        name=names[2],
+        shape=lead + (up_width,),
+        initializer=layer.bias_initializer,
+        regularizer=layer.bias_regularizer,
+    )
+    b2 = layer.add_weight(
+        name=names[3],
+        shape=lead + (dim,),
+        initializer=layer.bias_initializer,
+        regularizer=layer.bias_regularizer,
+    )
+    return k1, k2, b1, b2
+
+
 def per_token_mlp(inputs, kernel_1, bias_1, activation, kernel_2, bias_2, shared=False):
     """`activation(inputs @ kernel_1 + bias_1) @ kernel_2 + bias_2`, per token unless `shared`.
 
@@ -199,33 +236,9 @@ class PerTokenFFN(keras.layers.Layer):
         hidden = resolve_hidden_dim(dim, self.hidden_ratio, self.hidden_dim)
         self.num_tokens, self.token_dim, self.ffn_dim = num_tokens, dim, hidden
         lead = () if self.shared else (num_tokens,)
-        self.kernel_1 = self.add_weight(
-            name="kernel_1",
-            shape=lead + (dim, hidden),
-            initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer,
+        self.kernel_1, self.kernel_2, self.bias_1, self.bias_2 = add_mlp_weights(
+            self, ("kernel_1", "kernel_2", "bias_1", "bias_2"), lead, dim, hidden, hidden
         )
-        self.kernel_2 = self.add_weight(
-            name="kernel_2",
-            shape=lead + (hidden, dim),
-            initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer,
-        )
-        if self.use_bias:
-            self.bias_1 = self.add_weight(
-                name="bias_1",
-                shape=lead + (hidden,),
-                initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer,
-            )
-            self.bias_2 = self.add_weight(
-                name="bias_2",
-                shape=lead + (dim,),
-                initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer,
-            )
-        else:
-            self.bias_1 = self.bias_2 = None
         self.built = True
 
     def call(self, inputs, residual=None):

@@ -13,7 +13,11 @@ from keras_rankmixer.layers._checks import (
     set_weight_settings,
     weight_settings_config,
 )
-from keras_rankmixer.layers.per_token_ffn import per_token_mlp, resolve_hidden_dim
+from keras_rankmixer.layers.per_token_ffn import (
+    add_mlp_weights,
+    per_token_mlp,
+    resolve_hidden_dim,
+)
 
 
 def scaled_initializer(initializer: Any, scale: float | None):
@@ -121,33 +125,16 @@ class PerTokenSwiGLU(keras.layers.Layer):
         hidden = resolve_hidden_dim(dim, self.hidden_ratio, self.hidden_dim)
         self.num_tokens, self.token_dim, self.ffn_dim = num_tokens, dim, hidden
         lead = () if self.shared else (num_tokens,)
-        self.gate_up_kernel = self.add_weight(
-            name="gate_up_kernel",
-            shape=lead + (dim, 2 * hidden),
-            initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer,
+        weights = add_mlp_weights(
+            self,
+            ("gate_up_kernel", "down_kernel", "gate_up_bias", "down_bias"),
+            lead,
+            dim,
+            2 * hidden,
+            hidden,
+            down_initializer=scaled_initializer(self.kernel_initializer, self.down_init_scale),
         )
-        self.down_kernel = self.add_weight(
-            name="down_kernel",
-            shape=lead + (hidden, dim),
-            initializer=scaled_initializer(self.kernel_initializer, self.down_init_scale),
-            regularizer=self.kernel_regularizer,
-        )
-        if self.use_bias:
-            self.gate_up_bias = self.add_weight(
-                name="gate_up_bias",
-                shape=lead + (2 * hidden,),
-                initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer,
-            )
-            self.down_bias = self.add_weight(
-                name="down_bias",
-                shape=lead + (dim,),
-                initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer,
-            )
-        else:
-            self.gate_up_bias = self.down_bias = None
+        self.gate_up_kernel, self.down_kernel, self.gate_up_bias, self.down_bias = weights
         self.built = True
 
     def _glu(self, gate_up):
