@@ -102,3 +102,28 @@ def keras_free_python(target_dir: str) -> tuple[list[str], dict[str, str]]:
             os.symlink(os.path.join(source, entry), link)
     env = {**os.environ, "PYTHONPATH": target_dir, "TF_CPP_MIN_LOG_LEVEL": "3"}
     return [sys.executable, "-S"], env
+
+
+def model_specs() -> list:
+    """Four features of every kind in two groups: the specs of the model tests."""
+    import keras_rankmixer as kr
+
+    return [
+        kr.CategoricalFeature("user", vocabulary_size=50, embedding_dim=8, group="user"),
+        kr.SequenceFeature(
+            "history", vocabulary_size=30, max_length=3, embedding_dim=8, group="user"
+        ),
+        kr.CategoricalFeature("item", vocabulary=[5, 7, 9], embedding_dim=8, group="item"),
+        kr.NumericFeature("price", mean=1.0, std=2.0, embedding_dim=6, group="item"),
+    ]
+
+
+def model_batch(n: int = 6, seed: int = 0) -> dict:
+    """A raw batch for `model_specs()`, with missing and out-of-vocabulary values."""
+    rng = np.random.default_rng(seed)
+    return {
+        "user": rng.integers(-1, 60, n),
+        "history": rng.integers(-1, 35, (n, 3)),
+        "item": rng.choice([5, 7, 8, 9], n),
+        "price": rng.normal(size=n).astype("float32"),
+    }

@@ -8,7 +8,7 @@ import os
 import keras
 import numpy as np
 import pytest
-from helpers import assert_all_close, keras_file_round_trip
+from helpers import assert_all_close, keras_file_round_trip, model_batch, model_specs
 
 import keras_rankmixer as kr
 from keras_rankmixer.features import build_inputs, embed_groups, feature_to_config
@@ -17,22 +17,8 @@ from keras_rankmixer.models.backbone import concatenated_embeddings, feature_fro
 from keras_rankmixer.models.baselines import set_embedding_l2
 from keras_rankmixer.models.ranker import add_task_towers
 
-SPECS = [
-    kr.CategoricalFeature("user", vocabulary_size=50, embedding_dim=8, group="user"),
-    kr.SequenceFeature("history", vocabulary_size=30, max_length=3, embedding_dim=8, group="user"),
-    kr.CategoricalFeature("item", vocabulary=[5, 7, 9], embedding_dim=8, group="item"),
-    kr.NumericFeature("price", mean=1.0, std=2.0, embedding_dim=6, group="item"),
-]
-
-
-def batch(n=6, seed=0):
-    rng = np.random.default_rng(seed)
-    return {
-        "user": rng.integers(-1, 60, n),
-        "history": rng.integers(-1, 35, (n, 3)),
-        "item": rng.choice([5, 7, 8, 9], n),
-        "price": rng.normal(size=n).astype("float32"),
-    }
+SPECS = model_specs()
+batch = model_batch
 
 
 def predict(model, x):

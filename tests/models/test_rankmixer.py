@@ -3,7 +3,14 @@ import math
 import keras
 import numpy as np
 import pytest
-from helpers import assert_all_close, assert_gradients_reach_all, keras_file_round_trip, to_numpy
+from helpers import (
+    assert_all_close,
+    assert_gradients_reach_all,
+    keras_file_round_trip,
+    model_batch,
+    model_specs,
+    to_numpy,
+)
 
 import keras_rankmixer as kr
 from keras_rankmixer.data import make_click_data
@@ -12,22 +19,8 @@ from keras_rankmixer.training import compile_for_ranking
 _x = keras.Input((1,))
 Functional = type(keras.Model(_x, keras.layers.Identity()(_x)))  # keras' functional class
 
-SPECS = [
-    kr.CategoricalFeature("user", vocabulary_size=50, embedding_dim=8, group="user"),
-    kr.SequenceFeature("history", vocabulary_size=30, max_length=3, embedding_dim=8, group="user"),
-    kr.CategoricalFeature("item", vocabulary=[5, 7, 9], embedding_dim=8, group="item"),
-    kr.NumericFeature("price", mean=1.0, std=2.0, embedding_dim=6, group="item"),
-]
-
-
-def batch(n=6, seed=0):
-    rng = np.random.default_rng(seed)
-    return {
-        "user": rng.integers(-1, 60, n),
-        "history": rng.integers(-1, 35, (n, 3)),
-        "item": rng.choice([5, 7, 8, 9], n),
-        "price": rng.normal(size=n).astype("float32"),
-    }
+SPECS = model_specs()
+batch = model_batch
 
 
 def tiny(tasks=("click",), **kw):
