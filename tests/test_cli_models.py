@@ -26,7 +26,7 @@ from test_cli import SPECS, config_for
 from keras_rankmixer import cli
 from keras_rankmixer.export import METADATA_FILE
 from keras_rankmixer.features import build_inputs, embed_groups, feature_to_config
-from keras_rankmixer.models import TokenMixerLargeBackbone
+from keras_rankmixer.models import TokenMixerLargeBackbone, TokenMixerLargeRanker
 from keras_rankmixer.training import run_dir as files
 from keras_rankmixer.training import runner
 from keras_rankmixer.training.metrics import roc_auc
@@ -187,10 +187,49 @@ def test_tokenmixer_large_from_its_preset_with_the_size_flags(data_dir, tmp_path
 
     with pytest.raises(ValueError, match="preset 'tiny' is a rankmixer preset"):
         runner.check_config({"model": "tokenmixer_large", "preset": "tiny"})
+    with pytest.raises(ValueError, match="or of its TokenMixerLargeRanker .*'aux_loss_weight'"):
+        runner.build_model({**runner.check_config(config), "model_kwargs": {"nope": 1}}, SPECS)
     with pytest.raises(ValueError, match="preset 'tokenmixer_large_small' is a tokenmixer_large"):
         runner.check_config({"model": "shared_ffn", "preset": "tokenmixer_large_small"})
     with pytest.raises(ValueError, match="unknown model name='nope'; available: .*tokenmixer"):
         runner.check_config({"model": "nope"})
+
+
+def test_tokenmixer_large_trains_with_its_aux_losses_and_exports_without_them(
+    data_dir, tmp_path, capsys
+):
+    """`--model tokenmixer_large` builds the backbone's task (`TokenMixerLargeRanker`): the
+    auxiliary heads train (`aux_loss_weight` from model_kwargs), the export serves only the
+    task outputs."""
+    run_dir = tmp_path / "tml"
+    config = tmp_path / "model.json"
+    kwargs = {"inter_residual_every": 1, "aux_loss_weight": 0.5, "tower_units": [4]}
+    config.write_text(json.dumps({"model_kwargs": kwargs}))
+    argv = flags(data_dir, run_dir, "--model", "tokenmixer_large", "--config", str(config))
+    argv += ["--num-tokens", "2", "--token-dim", "8", "--num-layers", "2", "--hidden-ratio", "1"]
+    assert cli.main(argv) == 0
+    model = keras.saving.load_model(run_dir / files.MODEL_FILE)
+    assert isinstance(model, TokenMixerLargeRanker) and model.aux_loss_weight == 0.5
+    assert model.aux_output_names == ["label_aux_0"] and model.tower_units == (4,)
+    history = json.loads((run_dir / files.HISTORY_FILE).read_text())
+    assert history and "loss" in history[0]
+    # the aux heads add to the training loss: the same batch scores a larger loss with them
+    x = {k: np.asarray(v) for k, v in request(8).items()}
+    y = {"label": np.array([0, 1] * 4, "float32")}
+    y_pred = model(x, training=True)
+    assert sorted(y_pred) == ["label", "label_aux_0"]
+    main_only = {"label": y_pred["label"]}
+    with_aux = float(keras.ops.convert_to_numpy(model.compute_loss(x, y, y_pred)))
+    without = float(keras.ops.convert_to_numpy(model.compute_loss(x, y, main_only)))
+    assert with_aux > without
+    if not TF:
+        return
+    import tensorflow as tf
+
+    out = tmp_path / "serving"
+    assert cli.main(["export", str(run_dir), "--output", str(out)]) == 0
+    signature = tf.saved_model.load(str(out / "rankmixer" / "1")).signatures["serving_default"]
+    assert sorted(signature.structured_outputs) == ["label"]  # no aux output served
 
 
 def old_functional_model(specs):

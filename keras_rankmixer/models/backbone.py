@@ -211,6 +211,10 @@ class Backbone(keras.Model):
 
     #: The registry name (set by `register_backbone`).
     registry_name: str | None = None
+    #: The task class built on this backbone by `Ranker.from_preset` and `rankmixer train
+    #: --model NAME` (a `Ranker` subclass, e.g. `TokenMixerLargeRanker`); None: `Ranker`.
+    #: Read it through `task_class_of()`.
+    task_class: type | None = None
 
     def __init__(
         self,
@@ -255,6 +259,24 @@ class Backbone(keras.Model):
         if isinstance(config.get("dtype"), dict):
             config["dtype"] = keras.dtype_policies.get(config["dtype"])
         return cls(**config)
+
+    @classmethod
+    def task_class_of(cls) -> type:
+        """The task class for this backbone class: `task_class`, or `Ranker` if it is None.
+
+        Example:
+
+        >>> from keras_rankmixer.models import RankMixerBackbone, TokenMixerLargeBackbone
+        >>> RankMixerBackbone.task_class_of().__name__
+        'Ranker'
+        >>> TokenMixerLargeBackbone.task_class_of().__name__
+        'TokenMixerLargeRanker'
+        """
+        if cls.task_class is not None:
+            return cls.task_class
+        from keras_rankmixer.models.ranker import Ranker  # ranker.py imports this module
+
+        return Ranker
 
     @classmethod
     def block_counts(cls, **config: Any) -> dict[str, int]:

@@ -309,9 +309,12 @@ class Ranker(keras.Model):
     ) -> Ranker:
         """A ranker on a named preset's backbone (`models.presets`); keyword overrides win.
 
-        Overrides naming a `Ranker` argument (`tower_units`, `tower_dropout`,
-        `tower_batch_norm`, `tower_activation`, `name`, `trainable`) go to the ranker; all
-        others (e.g. `num_layers`, `moe`, `dtype`) go to the backbone.
+        The ranker is the backbone class's task (`Backbone.task_class_of()`, e.g. a
+        `TokenMixerLargeRanker` for a TokenMixer-Large preset, with its auxiliary losses)
+        when that is a subclass of `cls`, else `cls` itself. Overrides naming an argument of
+        that class (`tower_units`, `tower_dropout`, `tower_batch_norm`, `tower_activation`,
+        `aux_loss_weight`, `name`, `trainable`) go to the ranker; all others (e.g.
+        `num_layers`, `moe`, `dtype`) go to the backbone.
 
         Example:
 
@@ -321,14 +324,30 @@ class Ranker(keras.Model):
         >>> r.backbone.num_layers, r.tower_units
         (1, (8,))
         """
-        ranker_args = set(inspect.signature(cls.__init__).parameters) - {
-            "self",
-            "backbone",
-            "tasks",
-            "kwargs",
-        }
-        ranker_args |= {"trainable"}
+        from keras_rankmixer.models.backbone import get_backbone_class
+        from keras_rankmixer.models.presets import get_backbone_preset
+
+        task_cls = task_class_for(get_backbone_class(get_backbone_preset(preset).backbone), cls)
+        ranker_args = ranker_arguments(task_cls) | {"trainable"}
         ranker_kwargs = {k: v for k, v in overrides.items() if k in ranker_args}
         backbone_kwargs = {k: v for k, v in overrides.items() if k not in ranker_args}
         backbone = Backbone.from_preset(preset, features=features, **backbone_kwargs)
-        return cls(backbone, tasks=tasks, **ranker_kwargs)
+        return task_cls(backbone, tasks=tasks, **ranker_kwargs)
+
+
+def ranker_arguments(task_cls: type) -> set[str]:
+    """The named constructor arguments of a task class other than `backbone` and `tasks`."""
+    return {
+        name
+        for name, p in inspect.signature(task_cls.__init__).parameters.items()
+        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        and name not in ("self", "backbone", "tasks")
+    }
+
+
+def task_class_for(backbone_cls: type[Backbone], base: type[Ranker] = Ranker) -> type[Ranker]:
+    """The task class to build on `backbone_cls`: its `task_class_of()` if that is a `base`
+    (e.g. `TokenMixerLargeRanker` for `TokenMixerLargeBackbone` and `base=Ranker`), else
+    `base`."""
+    preferred = backbone_cls.task_class_of()
+    return preferred if issubclass(preferred, base) else base

@@ -459,3 +459,7 @@ class TokenMixerLargeRanker(Ranker):
         config = super().get_config()
         config["aux_loss_weight"] = self.aux_loss_weight
         return config
+
+
+# The task `Ranker.from_preset` and `rankmixer train --model tokenmixer_large` build on it.
+TokenMixerLargeBackbone.task_class = TokenMixerLargeRanker

@@ -13,8 +13,9 @@ with the run-dir callbacks (`callbacks.training_callbacks`) -> `<run_dir>` (see 
   yours: list its module in `config["imports"]` and it registers before the model is
   built). A registered backbone starts from its preset (`config["preset"]`, default: its
   smallest one; none if it has no presets), then the size keys, `dropout` and the
-  `model_kwargs` it takes; the other `model_kwargs` go to its `Ranker` (e.g.
-  `tower_units`).
+  `model_kwargs` it takes; the other `model_kwargs` go to its task (`Ranker`, or the
+  backbone class's `task_class`, e.g. `TokenMixerLargeRanker` with its auxiliary losses:
+  `tower_units`, `aux_loss_weight`).
 - **Resume**: running the same config again after an interruption resumes from the last
   completed epoch (`BackupAndRestore` in `<run_dir>/backup`). A finished run (with
   `metrics.json`) is not retrained unless `overwrite` is set; a changed config is refused.
@@ -373,12 +374,17 @@ def _parameters(fn) -> set[str]:
 
 
 def _build_registered(config: dict, specs: list, kwargs: dict):
-    """A `Ranker` on the registered backbone `config["model"]` (see the module docstring)."""
-    from keras_rankmixer.models import Backbone, Ranker, get_backbone_class
+    """The task of the registered backbone `config["model"]` (its `task_class_of()`: a
+    `Ranker`, or e.g. a `TokenMixerLargeRanker` with its auxiliary losses) on it (see the
+    module docstring)."""
+    from keras_rankmixer.models import Backbone, get_backbone_class
+    from keras_rankmixer.models.ranker import ranker_arguments, task_class_for
 
     model = config["model"]
-    backbone_args = _parameters(get_backbone_class(model).__init__) - {"features"}
-    ranker_args = _parameters(Ranker.__init__) - {"backbone", "tasks"}
+    backbone_cls = get_backbone_class(model)
+    task_cls = task_class_for(backbone_cls)
+    backbone_args = _parameters(backbone_cls.__init__) - {"features"}
+    ranker_args = ranker_arguments(task_cls)
     backbone_kwargs = {k: config[k] for k in SIZE_KEYS if config[k] is not None}
     if config["dropout"]:
         backbone_kwargs["dropout"] = config["dropout"]
@@ -393,7 +399,7 @@ def _build_registered(config: dict, specs: list, kwargs: dict):
         else:
             raise ValueError(
                 f"model_kwargs key {key!r} is not an argument of backbone {model!r} "
-                f"({sorted(backbone_args)}) or of its Ranker ({sorted(ranker_args)})."
+                f"({sorted(backbone_args)}) or of its {task_cls.__name__} ({sorted(ranker_args)})."
             )
     wrong = sorted(set(backbone_kwargs) - backbone_args)
     if wrong:
@@ -403,8 +409,8 @@ def _build_registered(config: dict, specs: list, kwargs: dict):
     if config["preset"]:
         backbone = Backbone.from_preset(config["preset"], features=specs, **backbone_kwargs)
     else:
-        backbone = get_backbone_class(model)(features=specs, **backbone_kwargs)
-    return Ranker(backbone, tasks=config["labels"], **ranker_kwargs)
+        backbone = backbone_cls(features=specs, **backbone_kwargs)
+    return task_cls(backbone, tasks=config["labels"], **ranker_kwargs)
 
 
 def build_model(config: dict, specs: list):

@@ -242,6 +242,22 @@ def test_presets_counts_and_from_preset():
     assert small.num_layers == 2 and small.num_tokens_out == 16
 
 
+def test_ranker_from_preset_builds_the_backbones_task():
+    """`Ranker.from_preset` of a TokenMixer-Large preset is a `TokenMixerLargeRanker` (its
+    `task_class`), so the auxiliary losses are on; its own arguments go to it."""
+    assert TokenMixerLargeBackbone.task_class_of() is TokenMixerLargeRanker
+    assert kr.RankMixerBackbone.task_class_of() is kr.Ranker
+    small = dict(token_dim=8, hidden_ratio=1, num_layers=3, num_tokens=2)
+    ranker = kr.Ranker.from_preset(
+        "tokenmixer_large_small", SPECS, aux_loss_weight=0.3, tower_units=(4,), **small
+    )
+    assert type(ranker) is TokenMixerLargeRanker and ranker.aux_loss_weight == 0.3
+    assert ranker.aux_output_names == ["click_aux_1"] and ranker.backbone.num_layers == 3
+    direct = TokenMixerLargeRanker.from_preset("tokenmixer_large_small", SPECS, **small)
+    assert type(direct) is TokenMixerLargeRanker
+    assert type(kr.Ranker.from_preset("tiny", SPECS)) is kr.Ranker
+
+
 @pytest.mark.parametrize("heads", [2, 4, 8])  # H < T, H = T, H > T
 def test_block_counts_match_the_built_layers(heads):
     b = backbone(num_layers=2, token_dim=8, hidden_ratio=1.5, num_heads=heads)
