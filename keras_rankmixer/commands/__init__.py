@@ -31,3 +31,27 @@ def add_import_argument(parser: Any, default: Any = (), note: str = "") -> None:
         metavar="MODULE",
         help=IMPORT_HELP + note,
     )
+
+
+def add_read_arguments(parser: Any, default: Any = None) -> None:
+    """The reader flags beyond the format and layout: `--sequence-delimiter`,
+    `--compression`, `--chunk-rows` (`ReadOptions` fields of the same names)."""
+    parser.add_argument(
+        "--sequence-delimiter",
+        default=default,
+        help="separator of the ids inside a sequence cell of text files (default '|')",
+    )
+    parser.add_argument(
+        "--compression",
+        type=str.upper,
+        choices=["GZIP", "ZLIB"],
+        default=default,
+        help="compression of TFRecord files (default none; text files ending in .gz are "
+        "read as gzip by their name)",
+    )
+    parser.add_argument(
+        "--chunk-rows",
+        type=int,
+        default=default,
+        help="rows the readers convert at a time (default 65536; less memory when smaller)",
+    )

@@ -14,7 +14,7 @@ import argparse
 import json
 import os
 
-from keras_rankmixer.commands import add_import_argument
+from keras_rankmixer.commands import add_import_argument, add_read_arguments
 
 
 def register(subparsers) -> None:
@@ -37,6 +37,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--batch-size", type=int, default=8192)
     parser.add_argument("--on-bad-rows", choices=["raise", "skip"], default=None)
+    add_read_arguments(parser)  # replace the run's (or the default) reader options
     parser.add_argument(
         "--output", default=None, help="metrics JSON (default run_dir/evaluation.json)"
     )
@@ -48,7 +49,10 @@ def run(args: argparse.Namespace) -> int:
     from keras_rankmixer.training.runner import evaluate_run, import_modules
 
     import_modules(args.imports)
-    metrics = evaluate_run(args.run_dir, args.data, args.batch_size, args.on_bad_rows)
+    overrides = {k: getattr(args, k) for k in ("sequence_delimiter", "compression", "chunk_rows")}
+    metrics = evaluate_run(
+        args.run_dir, args.data, args.batch_size, args.on_bad_rows, read_overrides=overrides
+    )
     folder = args.run_dir if os.path.isdir(args.run_dir) else os.path.dirname(args.run_dir)
     path = args.output or os.path.join(folder, "evaluation.json")
     write_json(path, metrics)

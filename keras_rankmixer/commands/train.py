@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from keras_rankmixer.commands import add_import_argument
+from keras_rankmixer.commands import add_import_argument, add_read_arguments
 
 
 def register(subparsers) -> None:
@@ -58,6 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     d.add_argument("--ignore-columns", nargs="+", default=S)
     d.add_argument("--on-bad-rows", choices=["raise", "skip"], default=S)
+    add_read_arguments(d, default=S)
     d.add_argument(
         "--shuffle-chunks",
         type=int,

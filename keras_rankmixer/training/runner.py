@@ -38,7 +38,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from keras_rankmixer.training import run_dir as files
@@ -57,6 +57,9 @@ DEFAULTS: dict[str, Any] = {
     "hash_columns": [],
     "ignore_columns": [],
     "on_bad_rows": "raise",
+    "sequence_delimiter": "|",  # between the ids of a sequence cell in text files
+    "compression": None,  # TFRecord files: None, "GZIP" or "ZLIB" (text .gz is by name)
+    "chunk_rows": 65_536,  # rows converted at a time by the readers
     "shuffle_chunks": 1,  # training rows are shuffled within windows of this many chunks
     "adapt_vocabulary": False,
     "synthetic_samples": 50_000,
@@ -204,6 +207,7 @@ def check_config(config: dict) -> dict:
         from keras_rankmixer.data import CRITEO_COLUMNS
 
         config["column_names"] = list(CRITEO_COLUMNS)
+    read_options(config)  # a bad reader setting names its key before any file is read
     import_modules(config["imports"])
     config["preset"] = resolve_preset(config["model"], config["preset"])
     return config
@@ -635,9 +639,13 @@ def evaluate_run(
     batch_size: int = 8192,
     on_bad_rows: str | None = None,
     progress: bool | None = None,
+    read_overrides: Mapping[str, Any] | None = None,
 ) -> dict:
     """Exact AUC / logloss of a run's model on `data` files (default: the run's test files,
     else its validation files), read with the run's reader options; returns the metrics.
+
+    `on_bad_rows` and `read_overrides` (other `ReadOptions` fields, e.g. `compression`,
+    `sequence_delimiter`, `chunk_rows`) replace the run's (or the defaults') reader options.
 
     The feature specs come from `model.keras` itself (`run_dir.load_run_model`; an old
     run's `features.json` for a plain functional model), the reader options, labels and
@@ -647,12 +655,13 @@ def evaluate_run(
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive int, got batch_size={batch_size!r}.")
+    overrides = {k: v for k, v in (read_overrides or {}).items() if v is not None}
     if run_dir.endswith(".keras") and not os.path.isdir(run_dir):
         if not data:
             raise ValueError(f"evaluating {run_dir} alone needs --data FILE.")
         model, specs = files.load_run_model(run_dir)
         config = {**DEFAULTS, "labels": list(model.output_names)}
-        options = read_options(config, on_bad_rows=on_bad_rows)
+        options = read_options(config, on_bad_rows=on_bad_rows).replace(**overrides)
         return _evaluate(model, specs, config["labels"], data, batch_size, options, progress)
     if not os.path.exists(os.path.join(run_dir, files.MODEL_FILE)):
         raise FileNotFoundError(
@@ -668,7 +677,7 @@ def evaluate_run(
         )
     named = config["features"] in ("frappe", "criteo", "census")
     options = read_options(config, load_specs(config)[1] if named else (), on_bad_rows)
-    options = options.replace(shard_index=0, num_shards=1)  # all of the files
+    options = options.replace(shard_index=0, num_shards=1, **overrides)  # all of the files
     model, specs = files.load_run_model(run_dir)
     return _evaluate(model, specs, config["labels"], data, batch_size, options, progress)
 
