@@ -96,43 +96,6 @@ def resolve_hidden_dim(dim: int, hidden_ratio: float, hidden_dim: int | None) ->
     return int(hidden_dim) if hidden_dim is not None else max(1, int(round(hidden_ratio * dim)))
 
 
-def add_mlp_weights(layer, names, lead, dim, up_width, hidden, down_initializer=None):
-    """The kernels and biases `(k1, k2, b1, b2)` of a two-matmul MLP, added to `layer`.
-
-    Shapes `lead + (dim, up_width)`, `lead + (hidden, dim)`, `lead + (up_width,)` and
-    `lead + (dim,)`, named `names`, made in that order from the layer's kernel/bias
-    initializers and regularizers (`down_initializer` for `k2` when given); the biases are
-    None without `layer.use_bias`. The weights of `PerTokenFFN` and `PerTokenSwiGLU`.
-    """
-    k1 = layer.add_weight(
-        name=names[0],
-        shape=lead + (dim, up_width),
-        initializer=layer.kernel_initializer,
-        regularizer=layer.kernel_regularizer,
-    )
-    k2 = layer.add_weight(
-        name=names[1],
-        shape=lead + (hidden, dim),
-        initializer=down_initializer if down_initializer is not None else layer.kernel_initializer,
-        regularizer=layer.kernel_regularizer,
-    )
-    if not layer.use_bias:
-        return k1, k2, None, None
-    b1 = layer.add_weight(
-        name=names[2],
-        shape=lead + (up_width,),
-        initializer=layer.bias_initializer,
-        regularizer=layer.bias_regularizer,
-    )
-    b2 = layer.add_weight(
-        name=names[3],
-        shape=lead + (dim,),
-        initializer=layer.bias_initializer,
-        regularizer=layer.bias_regularizer,
-    )
-    return k1, k2, b1, b2
-
-
 def per_token_mlp(inputs, kernel_1, bias_1, activation, kernel_2, bias_2, shared=False):
     """`activation(inputs @ kernel_1 + bias_1) @ kernel_2 + bias_2`, per token unless `shared`.
 
@@ -162,8 +125,89 @@ def per_token_mlp(inputs, kernel_1, bias_1, activation, kernel_2, bias_2, shared
     return ops.transpose(out, (1, 0, 2))
 
 
+class _PerTokenMLP(keras.layers.Layer):
+    """What `PerTokenFFN` and `PerTokenSwiGLU` share: a two-matmul MLP for every token.
+
+    `v_t = act(s_t W_up_t + b_up_t) W_down_t + b_down_t` with `W_up_t` `(D, U)` and
+    `W_down_t` `(H_ffn, D)`, `H_ffn = hidden_dim` or `round(hidden_ratio * D)` and
+    `U = UP_FACTOR * H_ffn`; with `shared` the weights lose their leading T axis. A subclass
+    sets `hidden_ratio`, `hidden_dim`, `use_bias`, `shared` and the weight settings
+    (`set_weight_settings`) in `__init__`, names its weights in `WEIGHT_NAMES` (up kernel,
+    down kernel, up bias, down bias: the order they are made in) and defines `_activate`, the
+    function between the two matmuls.
+    """
+
+    WEIGHT_NAMES: tuple[str, str, str, str]
+    UP_FACTOR = 1
+
+    def _down_initializer(self):
+        return self.kernel_initializer
+
+    def build(self, input_shape) -> None:
+        num_tokens, dim = check_tokens_shape(type(self).__name__, input_shape)
+        hidden = resolve_hidden_dim(dim, self.hidden_ratio, self.hidden_dim)
+        self.num_tokens, self.token_dim, self.ffn_dim = num_tokens, dim, hidden
+        lead = () if self.shared else (num_tokens,)
+        up, down, up_bias, down_bias = self.WEIGHT_NAMES
+        width = self.UP_FACTOR * hidden
+        kernels = (
+            (up, (dim, width), self.kernel_initializer),
+            (down, (hidden, dim), self._down_initializer()),
+        )
+        for name, shape, initializer in kernels:
+            weight = self.add_weight(
+                name=name,
+                shape=lead + shape,
+                initializer=initializer,
+                regularizer=self.kernel_regularizer,
+            )
+            setattr(self, name, weight)
+        for name, size in ((up_bias, width), (down_bias, dim)):
+            weight = None
+            if self.use_bias:
+                weight = self.add_weight(
+                    name=name,
+                    shape=lead + (size,),
+                    initializer=self.bias_initializer,
+                    regularizer=self.bias_regularizer,
+                )
+            setattr(self, name, weight)
+        self.built = True
+
+    def _mlp(self, inputs):
+        """The two matmuls on `(batch, T, D)` inputs, by `per_token_mlp`."""
+        up, down, up_bias, down_bias = (getattr(self, name) for name in self.WEIGHT_NAMES)
+        return per_token_mlp(
+            inputs, up, up_bias, self._activate, down, down_bias, shared=self.shared
+        )
+
+    def flops_per_sample(self) -> int:
+        """Forward matmul FLOPs per sample (2 per multiply-add): `2 * T * D * (U + H_ffn)`.
+
+        That is `4 * T * D * H_ffn` for `PerTokenFFN` and `6 * T * D * H_ffn` for
+        `PerTokenSwiGLU` (U = 2 H_ffn).
+        """
+        return 2 * self.num_tokens * self.token_dim * (self.UP_FACTOR + 1) * self.ffn_dim
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            {
+                "hidden_ratio": self.hidden_ratio,
+                "hidden_dim": self.hidden_dim,
+                "use_bias": self.use_bias,
+                **weight_settings_config(self),
+                "shared": self.shared,
+            }
+        )
+        return config
+
+
 @keras.saving.register_keras_serializable(package="keras_rankmixer")
-class PerTokenFFN(keras.layers.Layer):
+class PerTokenFFN(_PerTokenMLP):
     """Per-token FFN: every token has its own two-layer MLP.
 
     For token t: `v_t = W2_t act(W1_t s_t + b1_t) + b2_t` with `W1_t` of shape `(D, H_ffn)`
@@ -206,6 +250,8 @@ class PerTokenFFN(keras.layers.Layer):
         arXiv:2507.15551, Section 3.4, Eqs. 6-7.
     """
 
+    WEIGHT_NAMES = ("kernel_1", "kernel_2", "bias_1", "bias_2")
+
     def __init__(
         self,
         hidden_ratio: float = 4,
@@ -231,21 +277,11 @@ class PerTokenFFN(keras.layers.Layer):
         )
         self.shared = bool(shared)
 
-    def build(self, input_shape) -> None:
-        num_tokens, dim = check_tokens_shape("PerTokenFFN", input_shape)
-        hidden = resolve_hidden_dim(dim, self.hidden_ratio, self.hidden_dim)
-        self.num_tokens, self.token_dim, self.ffn_dim = num_tokens, dim, hidden
-        lead = () if self.shared else (num_tokens,)
-        self.kernel_1, self.kernel_2, self.bias_1, self.bias_2 = add_mlp_weights(
-            self, ("kernel_1", "kernel_2", "bias_1", "bias_2"), lead, dim, hidden, hidden
-        )
-        self.built = True
-
     def call(self, inputs, residual=None):
         """`FFN(inputs)`, plus `residual` when given (the block's skip connection)."""
         if not self.shared and serving_lever("ffn"):
             return self._call_per_token_2d(inputs, residual)
-        out = self._call(inputs)
+        out = self._mlp(inputs)
         return out if residual is None else out + residual
 
     def _call_per_token_2d(self, inputs, residual):
@@ -275,34 +311,8 @@ class PerTokenFFN(keras.layers.Layer):
             outs.append(out if rs[t] is None else out + rs[t])
         return tf.stack(outs, axis=1)
 
-    def _call(self, inputs):
-        return per_token_mlp(
-            inputs,
-            self.kernel_1,
-            self.bias_1,
-            self.activation,
-            self.kernel_2,
-            self.bias_2,
-            shared=self.shared,
-        )
-
-    def flops_per_sample(self) -> int:
-        """Forward matmul FLOPs per sample (2 per multiply-add): `4 * T * D * H_ffn`."""
-        return 4 * self.num_tokens * self.token_dim * self.ffn_dim
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
+    def _activate(self, hidden):
+        return self.activation(hidden)
 
     def get_config(self) -> dict:
-        config = super().get_config()
-        config.update(
-            {
-                "hidden_ratio": self.hidden_ratio,
-                "hidden_dim": self.hidden_dim,
-                "activation": keras.activations.serialize(self.activation),
-                "use_bias": self.use_bias,
-                **weight_settings_config(self),
-                "shared": self.shared,
-            }
-        )
-        return config
+        return {**super().get_config(), "activation": keras.activations.serialize(self.activation)}

@@ -7,17 +7,8 @@ from typing import Any
 import keras
 from keras import ops
 
-from keras_rankmixer.layers._checks import (
-    check_positive,
-    check_tokens_shape,
-    set_weight_settings,
-    weight_settings_config,
-)
-from keras_rankmixer.layers.per_token_ffn import (
-    add_mlp_weights,
-    per_token_mlp,
-    resolve_hidden_dim,
-)
+from keras_rankmixer.layers._checks import check_positive, set_weight_settings
+from keras_rankmixer.layers.per_token_ffn import _PerTokenMLP
 
 
 def scaled_initializer(initializer: Any, scale: float | None):
@@ -44,7 +35,7 @@ def scaled_initializer(initializer: Any, scale: float | None):
 
 
 @keras.saving.register_keras_serializable(package="keras_rankmixer")
-class PerTokenSwiGLU(keras.layers.Layer):
+class PerTokenSwiGLU(_PerTokenMLP):
     """Per-token SwiGLU: every token has its own gated MLP.
 
     For token t with input `x_t` (width D) and hidden width `H_ffn = n D`:
@@ -68,12 +59,8 @@ class PerTokenSwiGLU(keras.layers.Layer):
     Args:
         hidden_ratio: Hidden width as a multiple n of the token width D. Defaults to 4.
         hidden_dim: Explicit hidden width; overrides `hidden_ratio` when set.
-        use_bias: Whether to add `gate_up_bias` and `down_bias`.
-        kernel_initializer: Initializer for both kernels. The default,
-            `per_token_glorot_uniform()`, takes the fans of each token's own matrix.
-        bias_initializer: Initializer for both biases.
-        kernel_regularizer: Optional regularizer for both kernels.
-        bias_regularizer: Optional regularizer for both biases.
+        use_bias, kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer:
+            As in `PerTokenFFN` (here the biases are `gate_up_bias` and `down_bias`).
         down_init_scale: Factor on the initial `down_kernel` (small init), > 0, or None.
         shared: Share one SwiGLU across tokens (ablation). Defaults to False.
         **kwargs: Base `keras.layers.Layer` arguments.
@@ -93,6 +80,9 @@ class PerTokenSwiGLU(keras.layers.Layer):
         (ByteDance), arXiv:2602.06563 (per-token SwiGLU, down-matrix small init).
         Shazeer, "GLU Variants Improve Transformer", arXiv:2002.05202 (SwiGLU).
     """
+
+    WEIGHT_NAMES = ("gate_up_kernel", "down_kernel", "gate_up_bias", "down_bias")
+    UP_FACTOR = 2  # the gate and up projections side by side
 
     def __init__(
         self,
@@ -120,56 +110,16 @@ class PerTokenSwiGLU(keras.layers.Layer):
         self.down_init_scale = None if down_init_scale is None else float(down_init_scale)
         self.shared = bool(shared)
 
-    def build(self, input_shape) -> None:
-        num_tokens, dim = check_tokens_shape("PerTokenSwiGLU", input_shape)
-        hidden = resolve_hidden_dim(dim, self.hidden_ratio, self.hidden_dim)
-        self.num_tokens, self.token_dim, self.ffn_dim = num_tokens, dim, hidden
-        lead = () if self.shared else (num_tokens,)
-        weights = add_mlp_weights(
-            self,
-            ("gate_up_kernel", "down_kernel", "gate_up_bias", "down_bias"),
-            lead,
-            dim,
-            2 * hidden,
-            hidden,
-            down_initializer=scaled_initializer(self.kernel_initializer, self.down_init_scale),
-        )
-        self.gate_up_kernel, self.down_kernel, self.gate_up_bias, self.down_bias = weights
-        self.built = True
+    def _down_initializer(self):
+        return scaled_initializer(self.kernel_initializer, self.down_init_scale)
 
-    def _glu(self, gate_up):
+    def _activate(self, gate_up):
         gate, up = gate_up[..., : self.ffn_dim], gate_up[..., self.ffn_dim :]
         return ops.silu(gate) * up
 
     def call(self, inputs):
         # Token-major layout as in PerTokenFFN: T is the leading batch axis of both matmuls.
-        return per_token_mlp(
-            inputs,
-            self.gate_up_kernel,
-            self.gate_up_bias,
-            self._glu,
-            self.down_kernel,
-            self.down_bias,
-            shared=self.shared,
-        )
-
-    def flops_per_sample(self) -> int:
-        """Forward matmul FLOPs per sample (2 per multiply-add): `6 * T * D * H_ffn`."""
-        return 6 * self.num_tokens * self.token_dim * self.ffn_dim
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
+        return self._mlp(inputs)
 
     def get_config(self) -> dict:
-        config = super().get_config()
-        config.update(
-            {
-                "hidden_ratio": self.hidden_ratio,
-                "hidden_dim": self.hidden_dim,
-                "use_bias": self.use_bias,
-                **weight_settings_config(self),
-                "down_init_scale": self.down_init_scale,
-                "shared": self.shared,
-            }
-        )
-        return config
+        return {**super().get_config(), "down_init_scale": self.down_init_scale}
