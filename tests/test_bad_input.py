@@ -79,6 +79,17 @@ def write_files(d: str) -> None:
     with open(os.path.join(synthetic, "config.json"), "w") as f:
         json.dump({"train": None, "run_dir": synthetic}, f)
     open(os.path.join(synthetic, "model.keras"), "w").close()
+    # a run whose model.keras cannot be loaded: evaluate must report bad data before it
+    # tries (the specs are in features.json, as `rankmixer train` writes them)
+    unloadable = os.path.join(d, "runs", "unloadable")
+    os.makedirs(unloadable)
+    config = {"train": [os.path.join(d, "train.csv")], "run_dir": unloadable}
+    with open(os.path.join(unloadable, "config.json"), "w") as f:
+        json.dump({**config, "features": os.path.join(d, "features.json")}, f)
+    with open(os.path.join(unloadable, "features.json"), "w") as f:
+        json.dump(FEATURES, f)
+    with open(os.path.join(unloadable, "model.keras"), "w") as f:
+        f.write("not a Keras archive")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,6 +213,10 @@ CASES = [
     Case("evaluate_zero_batch_size", "evaluate --run-dir {r} --batch-size 0", 2,
          "[evaluate] error: `batch_size` must be a positive int, got batch_size=0.",
          finished=True),
+    Case("evaluate_bad_row_before_model_load",
+         "evaluate --run-dir {d}/runs/unloadable --data {d}/valid_late.csv", 2,
+         "[evaluate] error: {d}/valid_late.csv, line 61, column 'label': label must be 0 or 1 "
+         "(value '3').", limit_s=10),
     Case("evaluate_short_row", "evaluate --run-dir {r} --data {d}/short.csv", 2,
          "[evaluate] error: {d}/short.csv, line 3: malformed row: expected 5 fields, saw 4 "
          "(columns: ['label', 'user', 'city', 'hist', 'price']).", finished=True),

@@ -176,6 +176,8 @@ def test_tokenmixer_large_from_its_preset_with_the_size_flags(data_dir, tmp_path
     assert isinstance(backbone, TokenMixerLargeBackbone)
     assert (backbone.num_tokens, backbone.token_dim, backbone.num_layers) == (2, 8, 2)
     assert backbone.tokenizer == "shared_mlp" and backbone.readout == "mean"  # the preset's
+    # what `evaluate` checks its data with before it loads the model: the archive's own
+    assert files.saved_inputs(str(run_dir)) == (backbone.features, ["label"])
     metrics = json.loads((run_dir / files.METRICS_FILE).read_text())
     assert metrics["model"] == "tokenmixer_large" and 0 <= metrics["valid_auc"] <= 1
 

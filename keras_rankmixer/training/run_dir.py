@@ -177,6 +177,57 @@ def resolve_model_path(source: str) -> tuple[str, str | None]:
     return source, None
 
 
+def _backbone_config(config: Any) -> dict | None:
+    """The first `{"features": [...], ...}` config inside a saved model's config tree."""
+    if isinstance(config, dict):
+        features = config.get("features")
+        if isinstance(features, list) and all(isinstance(f, dict) for f in features):
+            return config
+        children = config.values()
+    elif isinstance(config, list):
+        children = config
+    else:
+        return None
+    for child in children:
+        found = _backbone_config(child)
+        if found is not None:
+            return found
+    return None
+
+
+def saved_inputs(source: str) -> tuple[list | None, list[str] | None]:
+    """`(feature specs, task names)` of a saved model, read from the `.keras` archive's
+    `config.json` without building the model (so a command can check its data files before
+    the slow `load_run_model`).
+
+    The specs are the backbone's (as `load_run_model` returns them), else an old run's
+    `features.json`; the tasks are a `Ranker`'s `tasks`. Either is None where the file does
+    not say (e.g. a plain functional model, an unreadable archive): then load the model.
+    """
+    import zipfile
+
+    from keras_rankmixer.features import check_features
+
+    model_path, features_path = resolve_model_path(source)
+    try:
+        with zipfile.ZipFile(model_path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        config = None
+    backbone = _backbone_config(config)
+    specs: list | None = None
+    if backbone is not None:
+        specs = check_features(backbone["features"])
+    elif features_path is not None:
+        with open(features_path) as f:
+            specs = check_features(json.load(f))
+    tasks = None
+    inner = config.get("config") if isinstance(config, dict) else None
+    if isinstance(inner, dict) and "backbone" in inner and "tasks" in inner:
+        tasks = list(inner["tasks"])  # a list of names, or a dict name -> options
+    return specs, tasks
+
+
 def load_run_model(source: str, compile: bool = False) -> tuple[Any, list | None]:
     """`(model, feature specs)` from a `.keras` file or a run directory.
 

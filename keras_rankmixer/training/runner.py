@@ -659,40 +659,55 @@ def evaluate_run(
     if run_dir.endswith(".keras") and not os.path.isdir(run_dir):
         if not data:
             raise ValueError(f"evaluating {run_dir} alone needs --data FILE.")
-        model, specs = files.load_run_model(run_dir)
-        config = {**DEFAULTS, "labels": list(model.output_names)}
-        options = read_options(config, on_bad_rows=on_bad_rows).replace(**overrides)
-        return _evaluate(model, specs, config["labels"], data, batch_size, options, progress)
-    if not os.path.exists(os.path.join(run_dir, files.MODEL_FILE)):
-        raise FileNotFoundError(
-            f"{run_dir} holds no trained model ({files.MODEL_FILE}); train it first "
-            "(`rankmixer train --run-dir ...`)."
-        )
-    with open(os.path.join(run_dir, files.CONFIG_FILE)) as f:
-        config = check_config(json.load(f))
-    data = data or config["test"] or config["valid"]
-    if not data:
-        raise ValueError(
-            f"{run_dir} was trained on synthetic data and has no test files; pass --data FILE."
-        )
-    named = config["features"] in ("frappe", "criteo", "census")
-    options = read_options(config, load_specs(config)[1] if named else (), on_bad_rows)
-    options = options.replace(shard_index=0, num_shards=1, **overrides)  # all of the files
+        options = read_options(DEFAULTS, on_bad_rows=on_bad_rows).replace(**overrides)
+        specs, labels = files.saved_inputs(run_dir)  # labels: the model's task names
+    else:
+        if not os.path.exists(os.path.join(run_dir, files.MODEL_FILE)):
+            raise FileNotFoundError(
+                f"{run_dir} holds no trained model ({files.MODEL_FILE}); train it first "
+                "(`rankmixer train --run-dir ...`)."
+            )
+        with open(os.path.join(run_dir, files.CONFIG_FILE)) as f:
+            config = check_config(json.load(f))
+        data = data or config["test"] or config["valid"]
+        if not data:
+            raise ValueError(
+                f"{run_dir} was trained on synthetic data and has no test files; pass --data FILE."
+            )
+        named = config["features"] in ("frappe", "criteo", "census")
+        options = read_options(config, load_specs(config)[1] if named else (), on_bad_rows)
+        options = options.replace(shard_index=0, num_shards=1, **overrides)  # all of the files
+        specs, labels = files.saved_inputs(run_dir)[0], config["labels"]
+    # The data first, as `train` does: every row is checked before the (slow) model load, so
+    # a bad row fails fast with the reader's DataError and files without a usable row are
+    # refused. Only a model whose archive does not name its inputs is loaded first.
+    checked = specs is not None and labels is not None
+    if checked:
+        check_data(data, specs, labels, options)
     model, specs = files.load_run_model(run_dir)
-    return _evaluate(model, specs, config["labels"], data, batch_size, options, progress)
-
-
-def _evaluate(model, specs, labels, data, batch_size, options, progress) -> dict:
-    from keras_rankmixer.data import check_files, make_dataset
-    from keras_rankmixer.training.metrics import evaluate_exact
-
+    if labels is None:
+        labels = list(model.output_names)
     if specs is None:
         raise ValueError(
             f"model {model.name!r} holds no feature specs and there is no {files.FEATURES_FILE}."
         )
-    # Every row is checked before scoring: a bad row fails fast with the reader's
-    # DataError, and files without a usable row are refused.
+    if not checked:
+        check_data(data, specs, labels, options)
+    return _evaluate(model, specs, labels, data, batch_size, options, progress)
+
+
+def check_data(data: Sequence[str], specs: list, labels: Sequence[str], options) -> None:
+    """Every row of the `--data` files checked (`check_files`): the reader's `DataError` for a
+    bad row, and files without a usable row refused (`require_rows`)."""
+    from keras_rankmixer.data import check_files
+
     require_rows("data", list(data), check_files(data, specs, labels, options=options))
+
+
+def _evaluate(model, specs, labels, data, batch_size, options, progress) -> dict:
+    from keras_rankmixer.data import make_dataset
+    from keras_rankmixer.training.metrics import evaluate_exact
+
     dataset = make_dataset(data, specs, labels, batch_size=batch_size, options=options)
     if progress is None:
         progress = sys.stderr.isatty()
