@@ -96,6 +96,13 @@ def per_token_initializer(initializer: Any) -> keras.initializers.Initializer:
     )
 
 
+def clone_initializer(
+    initializer: keras.initializers.Initializer,
+) -> keras.initializers.Initializer:
+    """A new initializer of the same class and config (a sublayer gets its own, same seed)."""
+    return initializer.__class__.from_config(initializer.get_config())
+
+
 def set_weight_settings(
     layer: keras.layers.Layer,
     kernel_initializer: Any,

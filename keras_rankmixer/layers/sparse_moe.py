@@ -12,6 +12,7 @@ from keras_rankmixer.layers._checks import (
     check_non_negative,
     check_positive,
     check_tokens_shape,
+    clone_initializer,
     per_token_initializer,
 )
 from keras_rankmixer.layers.activations import get_activation
@@ -54,6 +55,61 @@ def expert_capacity(batch_size, share: float):
         return max(1, min(batch_size, math.ceil(share * batch_size - 1e-9)))
     cap = ops.cast(ops.ceil(share * ops.cast(batch_size, "float32") - 1e-6), "int32")
     return ops.maximum(1, ops.minimum(ops.cast(batch_size, "int32"), cap))
+
+
+def set_expert_initializers(
+    layer: keras.layers.Layer,
+    kernel_initializer: Any,
+    bias_initializer: Any,
+    router_initializer: Any,
+) -> None:
+    """Set an MoE layer's expert kernel, expert bias and router kernel initializers.
+
+    The kernel and router initializers go through `per_token_initializer` (None: per-token
+    Glorot). The initializers of `SparseMoE` and `TokenMixerMoE`.
+    """
+    layer.kernel_initializer = per_token_initializer(kernel_initializer)
+    layer.bias_initializer = keras.initializers.get(bias_initializer)
+    layer.router_initializer = per_token_initializer(router_initializer)
+
+
+def expert_initializers_config(layer: keras.layers.Layer) -> dict:
+    """The `get_config` entries of the initializers `set_expert_initializers` put on `layer`."""
+    return {
+        name: keras.initializers.serialize(getattr(layer, name))
+        for name in ("kernel_initializer", "bias_initializer", "router_initializer")
+    }
+
+
+def make_router(layer: keras.layers.Layer, name: str) -> PerTokenRouter:
+    """A `PerTokenRouter` over `layer.num_experts` experts with its own copy of
+    `layer.router_initializer`, in `layer`'s dtype policy."""
+    return PerTokenRouter(
+        layer.num_experts,
+        kernel_initializer=clone_initializer(layer.router_initializer),
+        dtype=layer.dtype_policy,
+        name=name,
+    )
+
+
+def load_balance_loss(logits, gates, k: int):
+    """Switch-style load balance `E * mean_t sum_j f_tj P_tj`, in float32.
+
+    `f_tj` is the fraction of the batch's `k` selections per token that go to expert j of
+    token t (`gates > 0`), `P_tj` the mean softmax router probability; `logits` and `gates`
+    are `(B, T, E)`. 1 when the load is even.
+
+    Example:
+
+    >>> import numpy as np
+    >>> gates = np.array([[[1.0, 0.0]], [[0.0, 1.0]]], "float32")  # 2 samples, 1 token, E=2
+    >>> float(load_balance_loss(np.zeros((2, 1, 2), "float32"), gates, 1))
+    1.0
+    """
+    probs = ops.softmax(ops.cast(logits, "float32"), axis=-1)
+    fraction = ops.mean(ops.cast(ops.greater(gates, 0), "float32"), axis=0) / k  # (T, E)
+    importance = ops.mean(probs, axis=0)
+    return gates.shape[-1] * ops.mean(ops.sum(fraction * importance, axis=-1))
 
 
 def dispatch_to_experts(inputs, gates, capacity, experts):
@@ -327,25 +383,12 @@ class SparseMoE(keras.layers.Layer):
         self.gate_gradient_leak = float(gate_gradient_leak)
         self.load_bias_rate = float(load_bias_rate)
         self.activation = get_activation(activation)
-        self.kernel_initializer = per_token_initializer(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.router_initializer = per_token_initializer(router_initializer)
-
-        def make_router(name):
-            return PerTokenRouter(
-                num_experts,
-                kernel_initializer=self.router_initializer.__class__.from_config(
-                    self.router_initializer.get_config()
-                ),
-                dtype=self.dtype_policy,
-                name=name,
-            )
-
+        set_expert_initializers(self, kernel_initializer, bias_initializer, router_initializer)
         if routing == "dtsi":
-            self.train_router = make_router("train_router")
-            self.infer_router = make_router("infer_router")
+            self.train_router = make_router(self, "train_router")
+            self.infer_router = make_router(self, "infer_router")
         else:
-            self.router = make_router("router")
+            self.router = make_router(self, "router")
 
     # ------------------------------------------------------------------ build
     def build(self, input_shape) -> None:
@@ -449,10 +492,7 @@ class SparseMoE(keras.layers.Layer):
         self.router_active_ratio.assign(per_token)
         if self.routing == "topk":
             if self.load_balance_weight > 0:
-                probs = ops.softmax(ops.cast(logits, "float32"), axis=-1)
-                fraction = ops.mean(active, axis=0) / self.num_selected  # (T, E)
-                importance = ops.mean(probs, axis=0)
-                balance = self.num_experts * ops.mean(ops.sum(fraction * importance, axis=-1))
+                balance = load_balance_loss(logits, gates, self.num_selected)
                 self.add_loss(ops.cast(self.load_balance_weight * balance, "float32"))
             return
         lam = ops.convert_to_tensor(self.l1_lambda.value)
@@ -549,9 +589,7 @@ class SparseMoE(keras.layers.Layer):
                 "gate_gradient_leak": self.gate_gradient_leak,
                 "load_bias_rate": self.load_bias_rate,
                 "activation": keras.activations.serialize(self.activation),
-                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
-                "router_initializer": keras.initializers.serialize(self.router_initializer),
+                **expert_initializers_config(self),
             }
         )
         return config

@@ -11,14 +11,17 @@ from keras_rankmixer.layers._checks import (
     check_non_negative,
     check_positive,
     check_tokens_shape,
-    per_token_initializer,
+    clone_initializer,
 )
 from keras_rankmixer.layers.per_token_ffn import resolve_hidden_dim
-from keras_rankmixer.layers.per_token_router import PerTokenRouter
 from keras_rankmixer.layers.per_token_swiglu import PerTokenSwiGLU, scaled_initializer
 from keras_rankmixer.layers.sparse_moe import (
     dispatch_to_experts,
     expert_capacity,
+    expert_initializers_config,
+    load_balance_loss,
+    make_router,
+    set_expert_initializers,
     top_k_softmax_gates,
 )
 
@@ -79,9 +82,7 @@ class TokenMixerMoE(keras.layers.Layer):
         down_init_scale: Small-init factor of every down projection (routed and shared),
             or None for the plain initializer.
         use_bias: Whether the experts have biases.
-        kernel_initializer: Expert kernel initializer (default: Glorot per expert matrix).
-        bias_initializer: Expert bias initializer.
-        router_initializer: Router kernel initializer (default: Glorot per token).
+        kernel_initializer, bias_initializer, router_initializer: As in `SparseMoE`.
         **kwargs: Base `keras.layers.Layer` arguments.
 
     Input shape: `(batch, T, D)`. Output shape: `(batch, T, D)`.
@@ -151,17 +152,8 @@ class TokenMixerMoE(keras.layers.Layer):
         self.load_balance_weight = float(load_balance_weight)
         self.down_init_scale = None if down_init_scale is None else float(down_init_scale)
         self.use_bias = bool(use_bias)
-        self.kernel_initializer = per_token_initializer(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.router_initializer = per_token_initializer(router_initializer)
-        self.router = PerTokenRouter(
-            num_experts,
-            kernel_initializer=self.router_initializer.__class__.from_config(
-                self.router_initializer.get_config()
-            ),
-            dtype=self.dtype_policy,
-            name="router",
-        )
+        set_expert_initializers(self, kernel_initializer, bias_initializer, router_initializer)
+        self.router = make_router(self, "router")
         self.shared_expert = None
 
     def build(self, input_shape) -> None:
@@ -196,9 +188,7 @@ class TokenMixerMoE(keras.layers.Layer):
             self.shared_expert = PerTokenSwiGLU(
                 hidden_dim=self.shared_hidden_dim or h,
                 use_bias=self.use_bias,
-                kernel_initializer=self.kernel_initializer.__class__.from_config(
-                    self.kernel_initializer.get_config()
-                ),
+                kernel_initializer=clone_initializer(self.kernel_initializer),
                 bias_initializer=self.bias_initializer,
                 down_init_scale=self.down_init_scale,
                 dtype=self.dtype_policy,
@@ -263,10 +253,7 @@ class TokenMixerMoE(keras.layers.Layer):
         if self.shared_expert is not None:
             out = out + self.shared_expert(inputs)
         if training and self.load_balance_weight > 0:
-            probs = ops.softmax(ops.cast(logits, "float32"), axis=-1)
-            fraction = ops.mean(ops.cast(gates > 0, "float32"), axis=0) / self.top_k  # (T, E)
-            importance = ops.mean(probs, axis=0)
-            balance = self.num_experts * ops.mean(ops.sum(fraction * importance, axis=-1))
+            balance = load_balance_loss(logits, gates, self.top_k)
             self.add_loss(ops.cast(self.load_balance_weight * balance, "float32"))
         return out
 
@@ -300,9 +287,7 @@ class TokenMixerMoE(keras.layers.Layer):
                 "load_balance_weight": self.load_balance_weight,
                 "down_init_scale": self.down_init_scale,
                 "use_bias": self.use_bias,
-                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
-                "router_initializer": keras.initializers.serialize(self.router_initializer),
+                **expert_initializers_config(self),
             }
         )
         return config
