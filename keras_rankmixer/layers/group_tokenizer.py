@@ -8,7 +8,12 @@ from typing import Any
 import keras
 from keras import ops
 
-from keras_rankmixer.layers._checks import check_group_widths, check_positive, check_rate
+from keras_rankmixer.layers._checks import (
+    check_group_widths,
+    check_positive,
+    check_rate,
+    clone_initializer,
+)
 from keras_rankmixer.layers.activations import get_activation
 
 
@@ -17,25 +22,21 @@ class _MLP(keras.layers.Layer):
 
     def __init__(self, hidden, out, activation, dropout, use_bias, kinit, binit, **kwargs):
         super().__init__(**kwargs)
-        clone = keras.initializers.get
-        self.dense_1 = keras.layers.Dense(
-            hidden,
-            use_bias=use_bias,
-            kernel_initializer=clone(keras.initializers.serialize(kinit)),
-            bias_initializer=clone(keras.initializers.serialize(binit)),
-            dtype=self.dtype_policy,
-            name="dense_1",
-        )
+
+        def dense(units, name):
+            return keras.layers.Dense(
+                units,
+                use_bias=use_bias,
+                kernel_initializer=clone_initializer(kinit),
+                bias_initializer=clone_initializer(binit),
+                dtype=self.dtype_policy,
+                name=name,
+            )
+
+        self.dense_1 = dense(hidden, "dense_1")
         self.activation = activation
         self.dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
-        self.dense_2 = keras.layers.Dense(
-            out,
-            use_bias=use_bias,
-            kernel_initializer=clone(keras.initializers.serialize(kinit)),
-            bias_initializer=clone(keras.initializers.serialize(binit)),
-            dtype=self.dtype_policy,
-            name="dense_2",
-        )
+        self.dense_2 = dense(out, "dense_2")
 
     def build(self, input_shape) -> None:
         self.dense_1.build(input_shape)
