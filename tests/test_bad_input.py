@@ -181,7 +181,7 @@ CASES = [
     Case("preset_of_another_model",
          train("--train {d}/train.csv", "--preset tokenmixer_large_small"), 2,
          "[train] error: preset 'tokenmixer_large_small' is a tokenmixer_large preset; --model "
-         "rankmixer takes ['rankmixer_100m', 'rankmixer_1b', 'small', 'tiny']."),
+         "rankmixer takes ['rankmixer_100m', 'rankmixer_1b', 'rankmixer_base', 'small', 'tiny']."),
     Case("missing_import", train("--train {d}/train.csv", "--import {d}/nothere.py"), 2,
          "[train] error: --import: no such module file: {d}/nothere.py"),
     Case("zero_batch_size", train("--train {d}/train.csv", "--batch-size 0"), 2,

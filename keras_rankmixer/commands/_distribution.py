@@ -91,8 +91,9 @@ def _num_tokens(config: dict) -> int | None:
     if config.get("model", "rankmixer") in ("dnn", "dcnv2"):
         return None
     from keras_rankmixer.models.presets import BACKBONE_PRESETS
+    from keras_rankmixer.training.runner import DEFAULT_PRESET
 
-    preset = BACKBONE_PRESETS.get(config.get("preset") or "tiny")
+    preset = BACKBONE_PRESETS.get(config.get("preset") or DEFAULT_PRESET)
     return preset.config.get("num_tokens") if preset is not None else None
 
 

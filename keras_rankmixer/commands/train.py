@@ -83,25 +83,45 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument(
         "--preset",
         default=S,
-        help="preset of the model (rankmixer: tiny, small, ...; default: tiny, or a "
-        "backbone's smallest preset)",
+        help="preset of the model (rankmixer: rankmixer_base, tiny, small, ...; default: "
+        "rankmixer_base, the validated T=8 D=64 L=1 k=4 with flatten pooling, towers (400, 400, "
+        "400) + batch norm + dropout 0.2 and embedding L2 0.01; a backbone's smallest preset)",
     )
-    m.add_argument("--num-tokens", type=int, default=S)
-    m.add_argument("--token-dim", type=int, default=S)
-    m.add_argument("--num-layers", type=int, default=S)
-    m.add_argument("--hidden-ratio", type=float, default=S)
-    m.add_argument("--dropout", type=float, default=S)
-    m.add_argument("--embedding-l2", type=float, default=S)
+    m.add_argument("--num-tokens", type=int, default=S, help="T (default: the preset's)")
+    m.add_argument("--token-dim", type=int, default=S, help="D (default: the preset's)")
+    m.add_argument("--num-layers", type=int, default=S, help="L (default: the preset's)")
+    m.add_argument("--hidden-ratio", type=float, default=S, help="k (default: the preset's)")
+    m.add_argument(
+        "--dropout",
+        type=float,
+        default=S,
+        help="dropout of the blocks (RankMixer) or of the MLP (dnn, dcnv2; default 0.2)",
+    )
+    m.add_argument(
+        "--embedding-l2",
+        type=float,
+        default=S,
+        help="L2 penalty on the embedding tables (default: 0.01 for rankmixer_base, dnn and "
+        "dcnv2; 0 otherwise)",
+    )
     add_import_argument(m, default=S)
     t = p.add_argument_group("training")
     t.add_argument("--optimizer", default=S)
     t.add_argument("--learning-rate", type=float, default=S)
     t.add_argument("--batch-size", type=int, default=S)
-    t.add_argument("--epochs", type=int, default=S)
+    t.add_argument("--epochs", type=int, default=S, help="maximum epochs (default 10)")
     t.add_argument(
-        "--patience", type=int, default=S, help="early stopping patience on validation AUC (0: off)"
+        "--patience",
+        type=int,
+        default=S,
+        help="early stopping patience on validation AUC (default 2; 0: off)",
     )
-    t.add_argument("--reduce-lr-on-plateau", action="store_true", default=S)
+    t.add_argument(
+        "--reduce-lr-on-plateau",
+        action=argparse.BooleanOptionalAction,
+        default=S,
+        help="divide the learning rate by 10 when validation AUC stalls (default: on)",
+    )
     t.add_argument(
         "--mixed-precision",
         action="store_true",

@@ -41,6 +41,26 @@ VARIANTS: dict[str, dict[str, Any]] = {
 #: Every model name `build_model` accepts.
 MODEL_NAMES: tuple[str, ...] = ("dnn", "dcnv2", *VARIANTS)
 
+#: The validated defaults of `rankmixer train --model dnn|dcnv2` (benchmarks/RESULTS.md,
+#: "Defaults: what validation favours", #18): BARS' MLP (400, 400, 400) with batch norm and
+#: dropout 0.2, embedding L2 0.01 (`set_embedding_l2`); DCNv2 with 3 cross layers. The
+#: builders' own defaults stay the plain MLP (no batch norm, no dropout).
+BASELINE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "dnn": {
+        "hidden_units": (400, 400, 400),
+        "batch_norm": True,
+        "dropout": 0.2,
+        "embedding_l2": 0.01,
+    },
+    "dcnv2": {
+        "num_cross_layers": 3,
+        "hidden_units": (400, 400, 400),
+        "batch_norm": True,
+        "dropout": 0.2,
+        "embedding_l2": 0.01,
+    },
+}
+
 
 def build_dnn(
     features: Sequence[Feature],

@@ -38,6 +38,10 @@ class BackbonePreset:
         block_params: Parameters of the blocks (Eq. 12 plus biases and LayerNorms).
         block_flops_per_sample: Forward matmul FLOPs of the blocks per example.
         paper_params: The paper's dense-parameter figure for this size, if it has one.
+        task: Arguments of the task built on it (`Ranker`: `tower_units`,
+            `tower_batch_norm`, `tower_dropout`, ...) that `Ranker.from_preset`,
+            `build_from_preset` and `rankmixer train` use unless given; empty: the task's
+            own defaults.
     """
 
     name: str
@@ -47,9 +51,17 @@ class BackbonePreset:
     block_params: int
     block_flops_per_sample: int
     paper_params: float | None = None
+    task: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "config", types.MappingProxyType(dict(self.config)))
+        object.__setattr__(self, "task", types.MappingProxyType(dict(self.task)))
+
+
+#: The validated head (benchmarks/RESULTS.md, issue #18): BARS' MLP as each task's tower.
+VALIDATED_TOWER: Mapping[str, Any] = types.MappingProxyType(
+    {"tower_units": (400, 400, 400), "tower_batch_norm": True, "tower_dropout": 0.2}
+)
 
 
 BACKBONE_PRESETS: dict[str, BackbonePreset] = {
@@ -62,6 +74,27 @@ BACKBONE_PRESETS: dict[str, BackbonePreset] = {
             description="Tests, demos and CPU runs.",
             block_params=33_792,
             block_flops_per_sample=65_536,
+        ),
+        # What validation favoured on Census-Income and Frappe_x1 (benchmarks/RESULTS.md,
+        # "Defaults: what validation favours", #18): L=1, flatten pooling, the regularised
+        # tower, embedding L2 0.01. The default of `rankmixer train --model rankmixer`.
+        BackbonePreset(
+            name="rankmixer_base",
+            backbone="rankmixer",
+            config={
+                "num_tokens": 8,
+                "token_dim": 64,
+                "num_layers": 1,
+                "hidden_ratio": 4,
+                "pooling": "flatten",
+                "embedding_l2": 0.01,
+            },
+            description="The validated default of `rankmixer train` (Census-Income, Frappe_x1): "
+            "flatten pooling, towers (400, 400, 400) + batch norm + dropout 0.2, embedding "
+            "L2 0.01.",
+            block_params=264_960,
+            block_flops_per_sample=524_288,
+            task=VALIDATED_TOWER,
         ),
         BackbonePreset(
             name="small",
@@ -167,7 +200,7 @@ def preset_names(backbone: str | None = None) -> list[str]:
     Example:
 
     >>> preset_names("rankmixer")
-    ['rankmixer_100m', 'rankmixer_1b', 'small', 'tiny']
+    ['rankmixer_100m', 'rankmixer_1b', 'rankmixer_base', 'small', 'tiny']
     """
     return sorted(n for n, p in BACKBONE_PRESETS.items() if backbone in (None, p.backbone))
 

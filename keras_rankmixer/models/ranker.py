@@ -309,7 +309,9 @@ class Ranker(keras.Model):
     ) -> Ranker:
         """A ranker on a named preset's backbone (`models.presets`); keyword overrides win.
 
-        The ranker is the backbone class's task (`Backbone.task_class_of()`, e.g. a
+        The preset's head (`BackbonePreset.task`, e.g. `rankmixer_base`'s towers (400, 400,
+        400) with batch norm and dropout 0.2) is the default of the ranker's arguments. The
+        ranker is the backbone class's task (`Backbone.task_class_of()`, e.g. a
         `TokenMixerLargeRanker` for a TokenMixer-Large preset, with its auxiliary losses)
         when that is a subclass of `cls`, else `cls` itself. Overrides naming an argument of
         that class (`tower_units`, `tower_dropout`, `tower_batch_norm`, `tower_activation`,
@@ -323,13 +325,18 @@ class Ranker(keras.Model):
         ...                        num_layers=1, tower_units=(8,))
         >>> r.backbone.num_layers, r.tower_units
         (1, (8,))
+        >>> base = Ranker.from_preset("rankmixer_base", [CategoricalFeature("a", vocabulary_size=9)])
+        >>> base.tower_units, base.tower_batch_norm, base.tower_dropout, base.backbone.embedding_l2
+        ((400, 400, 400), True, 0.2, 0.01)
         """
         from keras_rankmixer.models.backbone import get_backbone_class
         from keras_rankmixer.models.presets import get_backbone_preset
 
-        task_cls = task_class_for(get_backbone_class(get_backbone_preset(preset).backbone), cls)
+        spec = get_backbone_preset(preset)
+        task_cls = task_class_for(get_backbone_class(spec.backbone), cls)
         ranker_args = ranker_arguments(task_cls) | {"trainable"}
-        ranker_kwargs = {k: v for k, v in overrides.items() if k in ranker_args}
+        ranker_kwargs = {k: v for k, v in spec.task.items() if k in ranker_args}
+        ranker_kwargs.update({k: v for k, v in overrides.items() if k in ranker_args})
         backbone_kwargs = {k: v for k, v in overrides.items() if k not in ranker_args}
         backbone = Backbone.from_preset(preset, features=features, **backbone_kwargs)
         return task_cls(backbone, tasks=tasks, **ranker_kwargs)

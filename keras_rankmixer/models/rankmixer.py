@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 import keras
 
 from keras_rankmixer.features import Feature
-from keras_rankmixer.models.presets import get_preset
+from keras_rankmixer.models.presets import get_backbone_preset, get_preset
 from keras_rankmixer.models.ranker import Ranker, add_task_towers, check_tasks
 from keras_rankmixer.models.rankmixer_backbone import POOLINGS, RankMixerBackbone
 from keras_rankmixer.types import ActivationLike, DTypeLike
@@ -41,6 +41,7 @@ def build_rankmixer(
     ffn_factory: Callable[[int], keras.layers.Layer] | None = None,
     moe: dict | None = None,
     pooling: str = "mean",
+    embedding_l2: float = 0.0,
     dtype: DTypeLike = None,
     name: str = "rankmixer",
 ) -> Ranker:
@@ -85,6 +86,7 @@ def build_rankmixer(
         pooling: How the T output tokens reach the towers: `"mean"` (the paper: mean over
             tokens, width D) or `"flatten"` (concatenate them, width T*D; keeps which token
             said what, useful when T is small, e.g. a 10-field dataset).
+        embedding_l2: L2 penalty on every embedding table (0 = none; see `Backbone`).
         dtype: Dtype policy for all layers (e.g. `"mixed_bfloat16"`); None uses the global one.
             Outputs are float32 in every case.
         name: Model name.
@@ -126,6 +128,7 @@ def build_rankmixer(
         ffn_factory=ffn_factory,
         moe=moe,
         pooling=pooling,
+        embedding_l2=embedding_l2,
         dtype=dtype,
         name=f"{name}_backbone",
     )
@@ -143,7 +146,8 @@ def build_rankmixer(
 def build_from_preset(
     preset: str, features: Sequence[Feature], tasks: Sequence[str] | str = ("click",), **overrides
 ) -> Ranker:
-    """`build_rankmixer` with a named preset's T, D, L, k; keyword overrides win.
+    """`build_rankmixer` with a named preset's T, D, L, k (and its head, `BackbonePreset.task`);
+    keyword overrides win.
 
     (`Ranker.from_preset` is the same for any registered backbone's preset.)
 
@@ -154,6 +158,5 @@ def build_from_preset(
     >>> m.get_layer("tokenizer").num_tokens
     4
     """
-    config = get_preset(preset)
-    config.update(overrides)
+    config = {**get_backbone_preset(preset).task, **get_preset(preset), **overrides}
     return build_rankmixer(features, tasks=tasks, **config)

@@ -7,8 +7,9 @@ with the run-dir callbacks (`callbacks.training_callbacks`) -> `<run_dir>` (see 
 
 - **The model** is named by `config["model"]`: a RankMixer variant (`rankmixer`,
   `no_token_mixing`, `shared_ffn`, `no_residual`, `no_layer_norm`; sized by a rankmixer
-  preset and the `num_tokens` / `token_dim` / `num_layers` / `hidden_ratio` keys), a
-  baseline (`dnn`, `dcnv2`), or any backbone registered with
+  preset, by default `rankmixer_base`, the validated config with its head, and the
+  `num_tokens` / `token_dim` / `num_layers` / `hidden_ratio` keys), a baseline (`dnn`,
+  `dcnv2`; `models.baselines.BASELINE_DEFAULTS`, the validated MLP), or any backbone registered with
   `keras_rankmixer.models.backbone.register_backbone` (`tokenmixer_large`, or one of
   yours: list its module in `config["imports"]` and it registers before the model is
   built). A registered backbone starts from its preset (`config["preset"]`, default: its
@@ -67,13 +68,13 @@ DEFAULTS: dict[str, Any] = {
     "num_shards": 1,
     # model
     "model": "rankmixer",
-    "preset": None,  # None: the model's default (RankMixer: tiny; a backbone: its smallest)
+    "preset": None,  # None: the model's default (RankMixer: rankmixer_base; a backbone: its smallest)
     "num_tokens": None,
     "token_dim": None,
     "num_layers": None,
     "hidden_ratio": None,
-    "dropout": 0.0,
-    "embedding_l2": 0.0,
+    "dropout": None,  # None: the model's default (dnn / dcnv2: 0.2; others: 0 or the preset's)
+    "embedding_l2": None,  # None: the model's (rankmixer_base, dnn, dcnv2: 0.01; others: 0)
     "model_kwargs": {},
     "imports": [],  # modules (names or .py paths) imported first, e.g. to register backbones
     # training
@@ -82,7 +83,7 @@ DEFAULTS: dict[str, Any] = {
     "batch_size": 4096,
     "epochs": 10,
     "patience": 2,
-    "reduce_lr_on_plateau": False,
+    "reduce_lr_on_plateau": True,  # learning rate / 10 when validation AUC stalls
     "mixed_precision": False,
     "jit_compile": True,
     "seed": 0,
@@ -95,8 +96,8 @@ DEFAULTS: dict[str, Any] = {
 SIZE_KEYS = ("num_tokens", "token_dim", "num_layers", "hidden_ratio")
 #: Models built by `models.baselines` (today's builders) rather than from the registry.
 _BASELINES = ("dnn", "dcnv2")
-#: The preset recorded for the RankMixer variants and the baselines when none is given.
-_LEGACY_PRESET = "tiny"
+#: The preset of the RankMixer variants when none is given: the validated default (#18).
+DEFAULT_PRESET = "rankmixer_base"
 
 Log = Callable[..., None]
 
@@ -151,17 +152,23 @@ def model_names() -> list[str]:
 def resolve_preset(model: str, preset: str | None) -> str | None:
     """The preset a model is built from: `preset` checked against the model, or its default.
 
-    RankMixer variants take the rankmixer presets (default `tiny`); the baselines ignore it
-    (recorded as `tiny`); a registered backbone takes its own presets (default: the smallest
-    by block parameters; None if it has none). Unknown model or preset: `ValueError`.
+    RankMixer variants take the rankmixer presets (default `rankmixer_base`, the validated
+    config); the baselines ignore it (`models.baselines.BASELINE_DEFAULTS` is theirs; a
+    preset given is only checked to exist); a registered backbone takes its own presets
+    (default: the smallest by block parameters; None if it has none). Unknown model or
+    preset: `ValueError`.
     """
     from keras_rankmixer.models import backbone_names
     from keras_rankmixer.models.baselines import VARIANTS
     from keras_rankmixer.models.presets import get_backbone_preset, preset_names
 
-    if model in VARIANTS or model in _BASELINES:
+    if model in _BASELINES:
+        if preset is not None:
+            get_backbone_preset(preset)  # an unknown name is still an error
+        return preset
+    if model in VARIANTS:
         backbone = "rankmixer"
-        preset = preset or _LEGACY_PRESET
+        preset = preset or DEFAULT_PRESET
     elif model in backbone_names():
         backbone = model
         if preset is None:
@@ -173,7 +180,7 @@ def resolve_preset(model: str, preset: str | None) -> str | None:
     else:
         raise ValueError(f"unknown model name={model!r}; available: {model_names()}.")
     spec = get_backbone_preset(preset)
-    if spec.backbone != backbone and model not in _BASELINES:
+    if spec.backbone != backbone:
         raise ValueError(
             f"preset {preset!r} is a {spec.backbone} preset; --model {model} takes "
             f"{preset_names(backbone) or 'no presets'}."
@@ -381,7 +388,7 @@ def _build_registered(config: dict, specs: list, kwargs: dict):
     """The task of the registered backbone `config["model"]` (its `task_class_of()`: a
     `Ranker`, or e.g. a `TokenMixerLargeRanker` with its auxiliary losses) on it (see the
     module docstring)."""
-    from keras_rankmixer.models import Backbone, get_backbone_class
+    from keras_rankmixer.models import Backbone, get_backbone_class, get_backbone_preset
     from keras_rankmixer.models.ranker import ranker_arguments, task_class_for
 
     model = config["model"]
@@ -395,6 +402,9 @@ def _build_registered(config: dict, specs: list, kwargs: dict):
     if config["mixed_precision"]:
         backbone_kwargs["dtype"] = "mixed_bfloat16"
     ranker_kwargs = {"name": model}
+    if config["preset"]:  # the preset's head, unless model_kwargs say otherwise
+        task = get_backbone_preset(config["preset"]).task
+        ranker_kwargs.update({k: v for k, v in task.items() if k in ranker_args})
     for key, value in kwargs.items():
         if key in backbone_args:
             backbone_kwargs[key] = value
@@ -418,25 +428,43 @@ def _build_registered(config: dict, specs: list, kwargs: dict):
 
 
 def build_model(config: dict, specs: list):
-    """The model named by `config["model"]` (a checked config: `check_config`)."""
-    from keras_rankmixer.models import get_preset
-    from keras_rankmixer.models.baselines import VARIANTS, build_model, set_embedding_l2
+    """The model named by `config["model"]` (a checked config: `check_config`).
+
+    Defaults, then the flags, then `model_kwargs`: a RankMixer variant starts from its preset
+    (`rankmixer_base`: the validated T, D, L, k, pooling, embedding L2 and its head,
+    `BackbonePreset.task`), the baselines from `models.baselines.BASELINE_DEFAULTS`, a
+    registered backbone from its preset; `dropout` / `embedding_l2` None keep those.
+    """
+    from keras_rankmixer.models import get_backbone_preset, get_preset
+    from keras_rankmixer.models.baselines import (
+        BASELINE_DEFAULTS,
+        VARIANTS,
+        build_model,
+        set_embedding_l2,
+    )
 
     kwargs = dict(config["model_kwargs"])
+    dropout = {} if config["dropout"] is None else {"dropout": config["dropout"]}
     if config["model"] in VARIANTS:
-        size = get_preset(config["preset"])
+        size = {**get_backbone_preset(config["preset"]).task, **get_preset(config["preset"])}
         size.update({k: config[k] for k in SIZE_KEYS if config[k] is not None})
         if any(config[k] is not None for k in ("token_dim", "hidden_ratio")):
             size.pop("hidden_dim", None)  # a preset's explicit width would override the flags
-        kwargs = {**size, "dropout": config["dropout"], **kwargs}
+        kwargs = {**size, **dropout, **kwargs}
     elif config["model"] not in _BASELINES:
-        return set_embedding_l2(_build_registered(config, specs, kwargs), config["embedding_l2"])
-    elif config["dropout"]:
-        kwargs.setdefault("dropout", config["dropout"])
+        model = _build_registered(config, specs, kwargs)
+        if config["embedding_l2"] is not None:
+            set_embedding_l2(model, config["embedding_l2"])
+        return model
+    else:
+        kwargs = {**BASELINE_DEFAULTS[config["model"]], **dropout, **kwargs}
+    l2 = kwargs.pop("embedding_l2", 0.0)
+    if config["embedding_l2"] is not None:
+        l2 = config["embedding_l2"]
     if config["mixed_precision"]:
         kwargs["dtype"] = "mixed_bfloat16"
     model = build_model(config["model"], specs, tasks=config["labels"], **kwargs)
-    return set_embedding_l2(model, config["embedding_l2"])
+    return set_embedding_l2(model, l2)
 
 
 # --------------------------------------------------------------------------- train

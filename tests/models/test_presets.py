@@ -64,6 +64,37 @@ def test_preset_names_a_registered_backbone_and_its_arguments(name):
     params = inspect.signature(cls.__init__).parameters
     assert set(preset.config) <= set(params), set(preset.config) - set(params)
     assert preset.description
+    task = inspect.signature(cls.task_class_of().__init__).parameters
+    assert set(preset.task) <= set(task), set(preset.task) - set(task)
+
+
+def test_the_validated_default_preset():
+    """`rankmixer_base` is what validation favoured (#18); the paper shapes are unchanged."""
+    base = get_backbone_preset("rankmixer_base")
+    assert dict(base.config) == {
+        "num_tokens": 8,
+        "token_dim": 64,
+        "num_layers": 1,
+        "hidden_ratio": 4,
+        "pooling": "flatten",
+        "embedding_l2": 0.01,
+    }
+    assert dict(base.task) == {
+        "tower_units": (400, 400, 400),
+        "tower_batch_norm": True,
+        "tower_dropout": 0.2,
+    }
+    assert "validated default" in base.description
+    shapes = {n: kr.get_preset(n) for n in ("tiny", "small")}
+    assert shapes["tiny"] == {"num_tokens": 4, "token_dim": 32, "num_layers": 2, "hidden_ratio": 2}
+    assert shapes["small"] == {
+        "num_tokens": 16,
+        "token_dim": 192,
+        "num_layers": 2,
+        "hidden_ratio": 4,
+    }
+    for name in ("tiny", "small", "rankmixer_100m", "rankmixer_1b"):
+        assert not get_backbone_preset(name).task
 
 
 def test_readme_table_is_the_preset_data():

@@ -149,6 +149,24 @@ def test_from_preset_routes_overrides():
         kr.Ranker(backbone(), towers=(4,))
 
 
+def test_from_preset_head_defaults_come_from_the_preset():
+    """`rankmixer_base` (the validated default, #18) carries its head; the ranker's own
+    arguments replace it one by one; `build_from_preset` agrees."""
+    base = kr.Ranker.from_preset("rankmixer_base", SPECS)
+    assert (base.tower_units, base.tower_batch_norm, base.tower_dropout) == ((400,) * 3, True, 0.2)
+    b = base.backbone
+    assert (b.num_tokens, b.token_dim, b.num_layers, b.hidden_ratio) == (8, 64, 1, 4)
+    assert b.pooling == "flatten" and b.embedding_l2 == 0.01 and base.losses
+    assert base.get_layer("click_tower_2_bn") is not None
+    narrow = kr.Ranker.from_preset("rankmixer_base", SPECS, tower_units=(8,))
+    assert (narrow.tower_units, narrow.tower_batch_norm, narrow.tower_dropout) == ((8,), True, 0.2)
+    built = kr.build_from_preset("rankmixer_base", SPECS, tower_dropout=0.0)
+    assert built.get_config()["tower_units"] == [400] * 3 and built.tower_dropout == 0.0
+    assert built.backbone.embedding_l2 == 0.01
+    tiny = kr.Ranker.from_preset("tiny", SPECS)  # a paper-shape preset: the plain head
+    assert (tiny.tower_units, tiny.tower_batch_norm, tiny.tower_dropout) == ((64,), False, 0.0)
+
+
 @pytest.mark.parametrize(
     "kwargs,match",
     [
