@@ -5,15 +5,9 @@ Batch 2 everywhere, so eager JAX reuses its compiled ops across the tests."""
 import keras
 import numpy as np
 import pytest
-from helpers import (
-    assert_all_close,
-    assert_gradients_reach_all,
-    config_round_trip,
-    keras_file_round_trip,
-    random_tokens,
-    to_numpy,
-)
-from tokenmixer_reference import gelu, jit_fit_changes_weights, randomize
+from helpers import assert_all_close, assert_gradients_reach_all, random_tokens, to_numpy
+from layer_checks import assert_config_round_trip, assert_round_trips, jit_fit_layer, randomize
+from tokenmixer_reference import gelu
 
 from keras_rankmixer.layers import GroupTokenizer, SharedMLPTokenizer, TokenReadout
 
@@ -98,7 +92,7 @@ def test_readout_modes_match_numpy():
     assert_all_close(TokenReadout("mean")(x), x.mean(1), atol=1e-6)
     assert_all_close(TokenReadout("flatten")(x), x.reshape(2, 20), atol=0, rtol=0)
     assert TokenReadout("flatten").compute_output_shape((None, 4, 5)) == (None, 20)
-    assert config_round_trip(TokenReadout("mean", name="r")).mode == "mean"
+    assert assert_config_round_trip(TokenReadout("mean", name="r")).mode == "mean"
 
 
 @pytest.mark.parametrize(
@@ -120,15 +114,7 @@ def test_gradients_reach_every_weight(layer):
     ],
 )
 def test_config_and_keras_file_round_trip(make, tmp_path):
-    inputs = [keras.Input((w,)) for w in WIDTHS]
-    tok = make()
-    model = keras.Model(inputs, TokenReadout("flatten")(tok(inputs)))
-    randomize(tok)
-    clone = config_round_trip(tok)
-    assert clone.get_config() == tok.get_config()
-    loaded = keras_file_round_trip(model, tmp_path)
-    g = groups(seed=5)
-    assert_all_close(loaded(g), to_numpy(model(g)), atol=1e-5)
+    assert_round_trips(make(), groups(seed=5), tmp_path, readout=TokenReadout("flatten"))
 
 
 def test_mixed_bfloat16():
@@ -143,10 +129,7 @@ def test_mixed_bfloat16():
 
 
 def test_jit_compiled_fit_step():
-    inputs = [keras.Input((w,)) for w in WIDTHS]
-    tokens = GroupTokenizer(token_dim=4)(inputs)
-    model = keras.Model(inputs, keras.layers.Dense(1)(TokenReadout("global")(tokens)))
-    jit_fit_changes_weights(model, groups(batch=4), np.ones((4, 1), "float32"))
+    jit_fit_layer(GroupTokenizer(token_dim=4), groups(batch=4), readout=TokenReadout("global"))
 
 
 @pytest.mark.parametrize(

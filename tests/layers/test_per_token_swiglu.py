@@ -5,15 +5,9 @@ Tiny shapes, mostly the same (2, 3, 4) input, so eager JAX reuses its compiled o
 import keras
 import numpy as np
 import pytest
-from helpers import (
-    assert_all_close,
-    assert_gradients_reach_all,
-    config_round_trip,
-    keras_file_round_trip,
-    random_tokens,
-    to_numpy,
-)
-from tokenmixer_reference import jit_fit_changes_weights, randomize, swiglu_layer
+from helpers import assert_all_close, assert_gradients_reach_all, random_tokens, to_numpy
+from layer_checks import assert_round_trips, assert_tokens_independent, jit_fit_layer, randomize
+from tokenmixer_reference import swiglu_layer
 
 from keras_rankmixer.layers import PerTokenSwiGLU
 from keras_rankmixer.layers.initializers import per_token_glorot_uniform
@@ -33,14 +27,7 @@ def test_matches_numpy_loop_over_tokens():
 
 
 def test_tokens_are_independent():
-    x = random_tokens(2, 3, 4)
-    layer = PerTokenSwiGLU(hidden_ratio=2)
-    y1 = to_numpy(layer(x))
-    x2 = x.copy()
-    x2[:, 2] += 1.0
-    y2 = to_numpy(layer(x2))
-    assert not np.allclose(y1[:, 2], y2[:, 2])
-    np.testing.assert_allclose(np.delete(y1, 2, 1), np.delete(y2, 2, 1), atol=1e-6)
+    assert_tokens_independent(PerTokenSwiGLU(hidden_ratio=2), random_tokens(2, 3, 4), token=2)
 
 
 def test_shared_is_one_swiglu_for_every_token():
@@ -94,16 +81,9 @@ def test_flops_per_sample():
 
 
 def test_config_and_keras_file_round_trip(tmp_path):
-    x = random_tokens(2, 3, 4)
     layer = PerTokenSwiGLU(hidden_dim=6, down_init_scale=0.05, shared=False, name="swiglu")
-    inputs = keras.Input((3, 4))
-    model = keras.Model(inputs, layer(inputs))
-    randomize(layer)
-    clone = config_round_trip(layer)
-    assert clone.get_config() == layer.get_config()
+    clone = assert_round_trips(layer, random_tokens(2, 3, 4), tmp_path, atol=1e-6)
     assert clone.down_init_scale == 0.05 and clone.hidden_dim == 6
-    loaded = keras_file_round_trip(model, tmp_path)
-    assert_all_close(loaded(x), to_numpy(model(x)), atol=1e-6)
 
 
 def test_mixed_bfloat16():
@@ -115,10 +95,7 @@ def test_mixed_bfloat16():
 
 
 def test_jit_compiled_fit_step():
-    inputs = keras.Input((3, 4))
-    h = PerTokenSwiGLU(hidden_ratio=2, down_init_scale=0.01)(inputs)
-    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Flatten()(h)))
-    jit_fit_changes_weights(model, random_tokens(4, 3, 4), np.ones((4, 1), "float32"))
+    jit_fit_layer(PerTokenSwiGLU(hidden_ratio=2, down_init_scale=0.01), random_tokens(4, 3, 4))
 
 
 @pytest.mark.parametrize(

@@ -8,21 +8,19 @@ one reference case per switch with H != T covered by `num_heads=1` (H < T) and 4
 import keras
 import numpy as np
 import pytest
-from helpers import (
-    assert_all_close,
-    assert_gradients_reach_all,
-    config_round_trip,
-    keras_file_round_trip,
-    random_tokens,
-    to_numpy,
+from helpers import assert_all_close, assert_gradients_reach_all, random_tokens, to_numpy
+from layer_checks import (
+    assert_config_round_trip,
+    assert_round_trips,
+    copy_layer,
+    jit_fit_layer,
+    randomize,
 )
 from tokenmixer_reference import (
     gelu_ffn_layer,
-    jit_fit_changes_weights,
     layer_norm,
     mix,
     moe_layer,
-    randomize,
     revert,
     rms_norm,
     swiglu_layer,
@@ -112,9 +110,7 @@ def test_revert_matters_when_h_equals_t():
     """With H = T, use_revert=False is a different function (not a no-op of the switch)."""
     x = random_tokens(B, T, D)
     block = built_block(x, hidden_ratio=2)
-    ablated = TokenMixerLargeBlock.from_config({**block.get_config(), "use_revert": False})
-    ablated.build(x.shape)
-    ablated.set_weights(block.get_weights())
+    ablated = copy_layer(block, x.shape, use_revert=False)
     assert not np.allclose(to_numpy(block(x)), to_numpy(ablated(x)), atol=1e-3)
 
 
@@ -184,17 +180,10 @@ def test_config_and_keras_file_round_trip(tmp_path):
         "name": "tml",
     }
     block = TokenMixerLargeBlock(**kwargs)
-    inputs = keras.Input((T, D))
-    model = keras.Model(inputs, block(inputs))
-    randomize(block)
-    clone = config_round_trip(block)
-    assert clone.get_config() == block.get_config()
+    clone = assert_round_trips(block, x, tmp_path)
     assert clone.moe == kwargs["moe"] and clone.num_heads == 1
-    loaded = keras_file_round_trip(model, tmp_path)
-    assert_all_close(loaded(x), to_numpy(model(x)), atol=1e-5)
     for flags in ({"use_revert": False, "num_heads": None}, {"ffn": "gelu", "moe": None}):
-        other = TokenMixerLargeBlock.from_config({**block.get_config(), **flags})
-        assert config_round_trip(other).get_config() == other.get_config()
+        assert_config_round_trip(TokenMixerLargeBlock.from_config({**block.get_config(), **flags}))
 
 
 @pytest.mark.parametrize("ffn", ["swiglu", "moe"])
@@ -213,11 +202,9 @@ def test_mixed_bfloat16(ffn):
 
 def test_jit_compiled_fit_step():
     """One jit fit (2 steps) covering both former cases at once: H != T and the sparse MoE."""
-    inputs = keras.Input((T, D))
     moe = {"num_experts": 2, "top_k": 1}  # top_k=1: a third of the XLA compile time of k=2
     block = TokenMixerLargeBlock(hidden_ratio=1, num_heads=1, ffn="moe", moe=moe)
-    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Flatten()(block(inputs))))
-    jit_fit_changes_weights(model, random_tokens(2 * B, T, D), np.ones((2 * B, 1), "float32"))
+    jit_fit_layer(block, random_tokens(2 * B, T, D))
     assert block.mix_ffn.dispatch == "sparse"
 
 

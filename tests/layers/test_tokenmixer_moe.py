@@ -8,24 +8,9 @@ import math
 import keras
 import numpy as np
 import pytest
-from helpers import (
-    assert_all_close,
-    assert_gradients_reach_all,
-    config_round_trip,
-    keras_file_round_trip,
-    random_tokens,
-    to_numpy,
-)
-from tokenmixer_reference import (
-    gradients,
-    jit_fit_changes_weights,
-    moe_experts,
-    moe_gates,
-    moe_layer,
-    randomize,
-    swiglu_layer,
-    top_k_softmax,
-)
+from helpers import assert_all_close, assert_gradients_reach_all, random_tokens, to_numpy
+from layer_checks import assert_round_trips, copy_layer, gradients, jit_fit_layer, randomize
+from tokenmixer_reference import moe_experts, moe_gates, moe_layer, swiglu_layer, top_k_softmax
 
 from keras_rankmixer.layers import TokenMixerMoE
 from keras_rankmixer.layers.sparse_moe import expert_capacity, top_k_softmax_gates
@@ -40,13 +25,6 @@ def built(x=None, **kwargs):
     layer.build((None, T, D))
     randomize(layer, scale=0.5)
     return layer
-
-
-def copy(src, **kwargs):
-    dst = TokenMixerMoE.from_config({**src.get_config(), **kwargs})
-    dst.build((None, T, D))
-    dst.set_weights(src.get_weights())
-    return dst
 
 
 def test_weights_and_shapes():
@@ -99,7 +77,7 @@ def test_gate_scale_default_is_e_over_k_and_shared_expert_always_on():
 
 def test_sparse_training_gradients_equal_dense():
     dense = built(top_k=2, dispatch="dense", bias_initializer="ones")
-    sparse = copy(dense, dispatch="sparse")
+    sparse = copy_layer(dense, (None, T, D), dispatch="sparse")
     x = random_tokens(B, T, D, seed=5)
     weight = np.random.default_rng(0).normal(size=(B, T, D)).astype("float32")
     g_dense, g_sparse = gradients(dense, x, weight), gradients(sparse, x, weight)
@@ -137,7 +115,7 @@ def test_load_balance_loss_matches_numpy_and_is_float32():
     layer(x, training=True)
     (loss,) = layer.losses
     assert keras.backend.standardize_dtype(loss.dtype) == "float32"
-    ref = copy(layer, dtype="float32")
+    ref = copy_layer(layer, (None, T, D), dtype="float32")
     logits, gates = moe_gates(ref, x)
     probs = np.exp(logits - logits.max(-1, keepdims=True))
     probs /= probs.sum(-1, keepdims=True)
@@ -165,17 +143,10 @@ def test_flops_per_sample():
 
 
 def test_config_and_keras_file_round_trip(tmp_path):
-    inputs = keras.Input((T, D))
     layer = TokenMixerMoE(
         E, top_k=1, hidden_ratio=1.5, gate_scale=3.0, down_init_scale=0.01, name="moe"
     )
-    model = keras.Model(inputs, layer(inputs))
-    randomize(layer)
-    clone = config_round_trip(layer)
-    assert clone.get_config() == layer.get_config() and clone.gate_scale == 3.0
-    loaded = keras_file_round_trip(model, tmp_path)
-    x = random_tokens(B, T, D, seed=9)
-    assert_all_close(loaded(x), to_numpy(model(x)), atol=1e-5)
+    assert assert_round_trips(layer, random_tokens(B, T, D, seed=9), tmp_path).gate_scale == 3.0
 
 
 def test_mixed_bfloat16_sparse():
@@ -188,11 +159,9 @@ def test_mixed_bfloat16_sparse():
 
 
 def test_jit_compiled_fit_step_is_sparse():
-    inputs = keras.Input((T, D))
     # 2 experts, top-1: the smallest sparse layer (XLA compile time grows with E and k)
     moe = TokenMixerMoE(2, top_k=1, hidden_ratio=1, load_balance_weight=0.01, name="moe")
-    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Flatten()(moe(inputs))))
-    jit_fit_changes_weights(model, random_tokens(2 * B, T, D), np.ones((2 * B, 1), "float32"))
+    jit_fit_layer(moe, random_tokens(2 * B, T, D))
     assert moe.dispatch == "sparse"
 
 

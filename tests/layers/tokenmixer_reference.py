@@ -1,16 +1,16 @@
-"""Plain NumPy references of the TokenMixer-Large formulas, and test helpers for its layers.
+"""Plain NumPy references of the TokenMixer-Large formulas.
 
 Everything here is written from the formulas (loops over tokens, explicit heads), not from the
-layers' code, so the layer tests compare two independent implementations.
+layers' code, so the layer tests compare two independent implementations. The set-ups and
+checks the layer tests share are in `layer_checks.py`.
 """
 
 from __future__ import annotations
 
 import math
 
-import keras
 import numpy as np
-from helpers import BACKEND, to_numpy
+from helpers import to_numpy
 
 _erf = np.vectorize(math.erf)
 
@@ -82,13 +82,12 @@ def mix(x, heads):
 
 
 def revert(m, tokens):
-    """Inverse of `mix`: token t is the concatenation over heads h of piece t of m_h."""
-    batch, heads, width = m.shape
-    w = width // tokens
-    out = np.zeros((batch, tokens, heads * w), m.dtype)
-    for t in range(tokens):
-        out[:, t] = np.concatenate([m[:, h, t * w : (t + 1) * w] for h in range(heads)], -1)
-    return out
+    """Inverse of `mix`: token t is the concatenation over heads h of piece t of m_h.
+
+    That is `mix` of the H mixed tokens with T heads: piece t of every m_h gathered into
+    token t (`test_token_mixing_with_t_heads_reverts_any_h` checks that it inverts `mix`).
+    """
+    return mix(m, tokens)
 
 
 def top_k_softmax(logits, k):
@@ -144,52 +143,3 @@ def moe_layer(layer, x, gates=None):
     if layer.shared_expert is not None:
         out = out + swiglu_layer(layer.shared_expert, x)
     return out
-
-
-def randomize(layer, seed=0, scale=0.3):
-    """Give every weight (biases and norm scales included) random values, so all terms count."""
-    rng = np.random.default_rng(seed)
-    for w in layer.trainable_weights:
-        values = rng.normal(scale=scale, size=w.shape)
-        if "scale" in w.name or "gamma" in w.name:
-            values = 1.0 + values
-        w.assign(values.astype("float32"))
-
-
-def gradients(layer, x, weight, training=True):
-    """Gradients of `sum(layer(x) * weight)` for every trainable weight, by path (TF, JAX)."""
-    variables = layer.trainable_variables
-    if BACKEND == "tensorflow":
-        import tensorflow as tf
-
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(layer(x, training=training) * weight)
-        grads = tape.gradient(loss, variables)
-    else:
-        import jax
-        import jax.numpy as jnp
-
-        non_trainable = [v.value for v in layer.non_trainable_variables]
-
-        def f(values):
-            y, _ = layer.stateless_call(values, non_trainable, x, training=training)
-            return jnp.sum(y * weight)
-
-        grads = jax.grad(f)([v.value for v in variables])
-    return {
-        v.path: np.zeros(v.shape) if g is None else to_numpy(g)
-        for v, g in zip(variables, grads, strict=True)
-    }
-
-
-def jit_fit_changes_weights(model, x, y, steps=2):
-    """Compile with `jit_compile=True`, fit `steps` batches; assert finite loss and moved weights."""
-    model.compile(keras.optimizers.Adam(1e-2), "mse", jit_compile=True)
-    before = [to_numpy(w).copy() for w in model.trainable_weights]
-    batch = len(y) // steps
-    history = model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
-    loss = history.history["loss"][-1]
-    assert np.isfinite(loss), loss
-    after = [to_numpy(w) for w in model.trainable_weights]
-    assert any(not np.allclose(a, b) for a, b in zip(after, before, strict=True))
-    return loss
