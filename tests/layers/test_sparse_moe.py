@@ -1,5 +1,8 @@
 """SparseMoE: numbers against NumPy, DTSI gradient properties (a)-(d), sparse == dense,
-overflow counting, the adaptive lambda inside a jitted `fit`. Runs on TF and JAX."""
+overflow counting, the adaptive lambda inside a jitted `fit`. Runs on TF and JAX, except the
+tests marked `tensorflow_only` (sparse inference in an exported SavedModel, `build_rankmixer`
+with an MoE end to end, the lambda update under a MirroredStrategy, the docstring examples),
+which skip on other backends."""
 
 from __future__ import annotations
 
@@ -9,12 +12,14 @@ import keras
 import numpy as np
 import pytest
 from keras import ops
+from layer_checks import copy_layer, gradients, randomize
 
 from keras_rankmixer.layers import SparseMoE
-from keras_rankmixer.training.moe_monitor import MoEMonitor, plot_active_ratio
+from keras_rankmixer.training.moe_monitor import MoEMonitor, find_moe_layers, plot_active_ratio
 
 B, T, D, E = 6, 3, 8, 4
 BACKEND = keras.backend.backend()
+tensorflow_only = pytest.mark.skipif(BACKEND != "tensorflow", reason="TensorFlow only")
 
 
 def _x(seed=0, batch=B):
@@ -29,17 +34,12 @@ def _layer(routing="relu", x=None, **kw):
     kw.setdefault("hidden_ratio", 0.5)
     layer = SparseMoE(E, routing=routing, **kw)
     layer.build((None, T, D))
-    rng = np.random.default_rng(1)
-    for w in layer.trainable_weights:  # non-zero biases so every term is exercised
-        w.assign(rng.normal(scale=0.5, size=w.shape).astype("float32"))
+    randomize(layer, seed=1, scale=0.5)  # non-zero biases so every term is exercised
     return layer
 
 
 def _copy(src, **kw):
-    dst = SparseMoE.from_config({**src.get_config(), **kw})
-    dst.build((None, T, D))
-    dst.set_weights(src.get_weights())
-    return dst
+    return copy_layer(src, (None, T, D), **kw)
 
 
 _erf = np.vectorize(math.erf)
@@ -69,40 +69,6 @@ def _reference_experts(layer, x, act=_gelu):
 
 def _router_logits(router, x):
     return np.einsum("btd,tde->bte", x, _np(router.router_kernel)) + _np(router.router_bias)
-
-
-def _grads(layer, x, weight, training, with_losses=True):
-    """Gradients of `sum(layer(x) * weight) (+ layer losses)` w.r.t. trainable weights, by path."""
-    variables = layer.trainable_variables
-    if BACKEND == "tensorflow":
-        import tensorflow as tf
-
-        with tf.GradientTape() as tape:
-            y = layer(x, training=training)
-            loss = tf.reduce_sum(y * weight)
-            if with_losses and layer.losses:
-                loss = loss + tf.add_n(layer.losses)
-        grads = tape.gradient(loss, variables)
-    elif BACKEND == "jax":
-        import jax
-        import jax.numpy as jnp
-
-        non_trainable = [v.value for v in layer.non_trainable_variables]
-
-        def f(trainable):
-            y, _, losses = layer.stateless_call(
-                trainable, non_trainable, x, training=training, return_losses=True
-            )
-            loss = jnp.sum(y * weight)
-            return loss + (sum(losses) if with_losses and losses else 0.0)
-
-        grads = jax.grad(f)([v.value for v in variables])
-    else:
-        pytest.skip(f"no gradient helper for backend {BACKEND}")
-    return {
-        v.path.split("/", 1)[1]: (np.zeros(v.shape) if g is None else _np(g))
-        for v, g in zip(variables, grads, strict=True)
-    }
 
 
 # ---------------------------------------------------------------- contract and numbers
@@ -219,8 +185,8 @@ def test_gate_gradient_leak_revives_switched_off_gates(routing):
     router = "infer_router" if routing == "dtsi" else "router"
     x, w = _x(), np.random.default_rng(7).normal(size=(B, T, D)).astype("float32")
     np.testing.assert_array_equal(_np(leaky(x, training=True)), _np(layer(x, training=True)))
-    g0 = _grads(layer, x, w, training=True, with_losses=False)
-    g1 = _grads(leaky, x, w, training=True, with_losses=False)
+    g0 = gradients(layer, x, w, training=True, with_losses=False)
+    g1 = gradients(leaky, x, w, training=True, with_losses=False)
     # NumPy: d sum(y * w) / d logit_btj = <e_tj(x_b), w_bt> (times 1 on, times leak off)
     logits = _router_logits(getattr(layer, router), x)
     on = (logits > 0).astype("float32")
@@ -241,8 +207,8 @@ def test_gate_gradient_leak_revives_switched_off_gates(routing):
     for name in ("expert_kernel_1", "expert_kernel_2"):
         np.testing.assert_allclose(g1[name], g0[name], rtol=1e-5, atol=1e-7)
     # the L1 term's gradient is unchanged: it only ever pushes active gates down
-    l0 = _grads(layer, x, np.zeros_like(w), training=True)
-    l1 = _grads(leaky, x, np.zeros_like(w), training=True)
+    l0 = gradients(layer, x, np.zeros_like(w), training=True)
+    l1 = gradients(leaky, x, np.zeros_like(w), training=True)
     np.testing.assert_allclose(l1[f"{router}/router_bias"], l0[f"{router}/router_bias"], rtol=1e-6)
     assert np.abs(l0[f"{router}/router_bias"]).max() > 0
 
@@ -296,8 +262,8 @@ def test_dtsi_a_infer_router_gets_task_gradient_only_from_task_loss():
     layer = _layer("dtsi", inference_mode="dense", gate_gradient_leak=0.0)
     layer.l1_lambda.assign(0.0)
     x, w = _x(), np.random.default_rng(5).normal(size=(B, T, D)).astype("float32")
-    train = _grads(layer, x, w, training=True)
-    infer = _grads(layer, x, w, training=False)
+    train = gradients(layer, x, w, training=True)
+    infer = gradients(layer, x, w, training=False)
     g = train["infer_router/router_kernel"]
     assert np.abs(g).max() > 1e-3  # task gradient reaches h_infer with L1 weight zero
     # and it is the exact gradient of the served (inference) model
@@ -322,8 +288,8 @@ def test_dtsi_b_inactive_expert_still_trained_dense():
         getattr(relu, name).assign(getattr(layer, name))
     weak = _copy(layer, dense_grad_weight=0.1)  # before training calls move `gate_offset`
     x, w = _x(), np.random.default_rng(6).normal(size=(B, T, D)).astype("float32")
-    gd = _grads(layer, x, w, training=True, with_losses=False)
-    gr = _grads(relu, x, w, training=True, with_losses=False)
+    gd = gradients(layer, x, w, training=True, with_losses=False)
+    gr = gradients(relu, x, w, training=True, with_losses=False)
     for name in ("expert_kernel_1", "expert_kernel_2", "expert_bias_2"):
         # plain ReLU routing: an expert whose gate is zero gets no gradient at all ...
         assert np.abs(gr[name][0, 0]).max() == 0.0
@@ -332,7 +298,7 @@ def test_dtsi_b_inactive_expert_still_trained_dense():
         # an always-active expert gets exactly the served model's gradient
         np.testing.assert_allclose(gd[name][0, 1], gr[name][0, 1], rtol=1e-4, atol=1e-6)
     # dense_grad_weight scales only the switched-off experts' (surrogate) gradient
-    gw = _grads(weak, x, w, training=True, with_losses=False)
+    gw = gradients(weak, x, w, training=True, with_losses=False)
     np.testing.assert_allclose(
         gw["expert_kernel_1"][0, 0], 0.1 * gd["expert_kernel_1"][0, 0], rtol=1e-4, atol=1e-7
     )
@@ -494,3 +460,140 @@ def test_bad_arguments_name_the_argument(kwargs, name):
     args = {"num_experts": E, **kwargs}
     with pytest.raises(ValueError, match=name):
         SparseMoE(**args)
+
+
+# ---------------------------------------------------------------- TensorFlow only
+
+
+def _moe_model(mode, capacity_factor):
+    inputs = keras.Input((T, D), name="tokens")
+    moe = SparseMoE(
+        E,
+        hidden_ratio=0.5,
+        target_active_ratio=0.25,
+        routing="dtsi",
+        inference_mode=mode,
+        capacity_factor=capacity_factor,
+        name="moe",
+    )
+    return keras.Model(inputs, moe(inputs))
+
+
+@tensorflow_only  # SavedModel export
+def test_sparse_inference_in_exported_savedmodel(tmp_path):
+    import tensorflow as tf
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    keras.utils.set_random_seed(0)
+    dense = _moe_model("dense", 1.0)
+    sparse = _moe_model("sparse", 4.0)  # 4 * 0.25 >= 1: no overflow possible
+    sparse.set_weights(dense.get_weights())
+    path = str(tmp_path / "moe")
+    sparse.export(path, format="tf_saved_model", verbose=False)
+    served = tf.saved_model.load(path)
+    for batch in (1, 5, 33):  # the batch axis stays dynamic in the SavedModel
+        x = np.random.default_rng(batch).normal(size=(batch, T, D)).astype("float32")
+        out = served.serve(tf.constant(x)).numpy()
+        np.testing.assert_allclose(out, dense(x).numpy(), rtol=1e-5, atol=1e-5)
+    # the served graph really is the sparse one: top_k over the batch, scatter back
+    proto = saved_model_pb2.SavedModel()
+    with open(f"{path}/saved_model.pb", "rb") as f:
+        proto.ParseFromString(f.read())
+    graph = proto.meta_graphs[0].graph_def
+    graph_ops = {node.op for node in graph.node}
+    for function in graph.library.function:
+        graph_ops |= {node.op for node in function.node_def}
+    assert {"TopKV2", "ScatterNd"} <= graph_ops
+
+
+@tensorflow_only
+def test_build_rankmixer_with_moe():
+    from keras_rankmixer import CategoricalFeature, build_rankmixer
+
+    keras.utils.set_random_seed(1)
+    features = [
+        CategoricalFeature("user", vocabulary_size=20, embedding_dim=8, group="user"),
+        CategoricalFeature("item", vocabulary_size=30, embedding_dim=8, group="item"),
+    ]
+    moe = {"num_experts": 4, "hidden_ratio": 0.5, "routing": "dtsi", "capacity_factor": 4.0}
+    model = build_rankmixer(features, num_tokens=2, token_dim=8, num_layers=2, moe=moe)
+    layers = find_moe_layers(model)
+    assert sorted(layers) == ["block_0/moe", "block_1/moe"]
+    assert all(layer.routing == "dtsi" for layer in layers.values())
+    rng = np.random.default_rng(0)
+    x = {"user": rng.integers(0, 20, 64), "item": rng.integers(0, 30, 64)}
+    # training call: one L1 term per block reaches the model's losses, lambdas update
+    model(x, training=True)
+    assert len(model.losses) == 2
+    assert all(float(layer.l1_lambda.numpy()) != 1e-8 for layer in layers.values())
+    sparse = model(x, training=False)["click"].numpy()
+    for layer in layers.values():
+        layer.inference_mode = "dense"
+    dense = model(x, training=False)["click"].numpy()
+    np.testing.assert_allclose(sparse, dense, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="ffn_factory"):
+        build_rankmixer(features, 2, 8, 1, moe=moe, ffn_factory=lambda i: keras.layers.Identity())
+
+
+_MIRRORED = """
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import json, keras, numpy as np
+from keras_rankmixer.layers import SparseMoE
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+    inputs = keras.Input((3, 8))
+    moe = SparseMoE(4, hidden_ratio=0.5, target_active_ratio=0.25, name="moe")
+    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Flatten()(moe(inputs))))
+    model.compile("sgd", "mse", jit_compile=False)
+x = np.random.default_rng(0).random((32, 3, 8)).astype("float32")
+model.fit(x, np.ones((32, 1)), batch_size=8, epochs=1, verbose=0)
+model.predict(x[:16], batch_size=16, verbose=0)
+print(json.dumps({"replicas": strategy.num_replicas_in_sync,
+                  "lambda": float(moe.l1_lambda.numpy()),
+                  "active": float(moe.active_ratio.numpy()),
+                  "gates": moe.inference_stats()["gates"]}))
+"""
+
+
+@tensorflow_only  # tf.distribute
+def test_lambda_update_under_mirrored_strategy(tmp_path):
+    """Two CPU replicas: the in-call lambda update runs in replica context (fit, no XLA)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "mirrored.py"
+    script.write_text(_MIRRORED)
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=root
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["replicas"] == 2
+    # 4 steps (32 rows / global batch 8): one x1.2 or /1.2 update per step, never per replica
+    steps = np.log(result["lambda"] / 1e-8) / np.log(1.2)
+    assert abs(steps - round(steps)) < 1e-3 and abs(round(steps)) <= 4 and round(steps) % 2 == 0
+    assert 0.0 <= result["active"] <= 1.0
+    assert result["gates"] == 16 * 3 * 4  # inference counters summed over replicas exactly once
+
+
+@tensorflow_only
+@pytest.mark.parametrize(
+    "name",
+    [
+        "keras_rankmixer.layers.sparse_moe",
+        "keras_rankmixer.layers.per_token_router",
+        "keras_rankmixer.training.moe_monitor",
+    ],
+)
+def test_docstring_examples(name):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
