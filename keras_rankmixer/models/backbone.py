@@ -199,6 +199,10 @@ class Backbone(keras.Model):
         embedding_l2: L2 penalty `embedding_l2 * sum(w**2)` on every embedding table (BARS'
             `embedding_regularizer`); 0 for none. Part of the config, so it survives saving.
         dtype: Dtype policy the layers were built with; None for the global policy.
+        arguments: The subclass's own constructor arguments `{name: value}`: each becomes an
+            attribute and a key of `get_config` (tuples as lists), so a subclass lists them
+            once; it overrides `get_config` only for values that need serializing (e.g. an
+            activation object).
         **kwargs: `keras.Model` arguments (`inputs`, `outputs`, `name`, `trainable`).
 
     Example:
@@ -222,6 +226,7 @@ class Backbone(keras.Model):
         features: Sequence[Feature | Mapping],
         embedding_l2: float = 0.0,
         dtype: DTypeLike = None,
+        arguments: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         check_model_kwargs(type(self), kwargs, allowed=("inputs", "outputs", "name"))
@@ -231,6 +236,10 @@ class Backbone(keras.Model):
         self._features = tuple(check_features(features))
         set_embedding_regularizer(self, embedding_l2)
         self.embedding_l2 = embedding_l2
+        arguments = dict(arguments or {})
+        self._argument_names = tuple(arguments)
+        for key, value in arguments.items():
+            setattr(self, key, value)
 
     @property
     def features(self) -> list[Feature]:
@@ -245,13 +254,17 @@ class Backbone(keras.Model):
     def get_config(self) -> dict:
         # Not chained to keras.Model: a functional config (layer graph) cannot be passed to
         # the constructor; the constructor arguments rebuild the same graph.
-        return {
+        config = {
             "name": self.name,
             "trainable": self.trainable,
             "dtype": keras.dtype_policies.serialize(self.dtype_policy),
             "features": [feature_to_config(f) for f in self._features],
             "embedding_l2": self.embedding_l2,
         }
+        for key in getattr(self, "_argument_names", ()):
+            value = getattr(self, key)
+            config[key] = list(value) if isinstance(value, tuple) else value
+        return config
 
     @classmethod
     def from_config(cls, config: dict) -> Backbone:

@@ -113,6 +113,14 @@ class DCNv2Backbone(Backbone):
                 if hidden_units
                 else cross
             )
+        own = {
+            "num_cross_layers": num_cross_layers,
+            "projection_dim": projection_dim,
+            "hidden_units": hidden_units,
+            "structure": structure,
+            "dropout": dropout,
+            "batch_norm": batch_norm,
+        }
         super().__init__(
             inputs=inputs,
             outputs=out,
@@ -120,25 +128,6 @@ class DCNv2Backbone(Backbone):
             embedding_l2=embedding_l2,
             dtype=dtype,
             name=name,
+            arguments=own,
             **kwargs,
         )
-        self.num_cross_layers = num_cross_layers
-        self.projection_dim = projection_dim
-        self.hidden_units = hidden_units
-        self.structure = structure
-        self.dropout = dropout
-        self.batch_norm = batch_norm
-
-    def get_config(self) -> dict:
-        config = super().get_config()
-        config.update(
-            {
-                "num_cross_layers": self.num_cross_layers,
-                "projection_dim": self.projection_dim,
-                "hidden_units": list(self.hidden_units),
-                "structure": self.structure,
-                "dropout": self.dropout,
-                "batch_norm": self.batch_norm,
-            }
-        )
-        return config

@@ -92,6 +92,7 @@ class DNNBackbone(Backbone):
         features, inputs, groups = feature_front_end(features, dtype=dtype)
         x = concatenated_embeddings(groups, dtype=dtype)
         x = mlp(x, hidden_units, dropout, batch_norm, "mlp", dtype)
+        own = {"hidden_units": hidden_units, "dropout": dropout, "batch_norm": batch_norm}
         super().__init__(
             inputs=inputs,
             outputs=x,
@@ -99,19 +100,6 @@ class DNNBackbone(Backbone):
             embedding_l2=embedding_l2,
             dtype=dtype,
             name=name,
+            arguments=own,
             **kwargs,
         )
-        self.hidden_units = hidden_units
-        self.dropout = dropout
-        self.batch_norm = batch_norm
-
-    def get_config(self) -> dict:
-        config = super().get_config()
-        config.update(
-            {
-                "hidden_units": list(self.hidden_units),
-                "dropout": self.dropout,
-                "batch_norm": self.batch_norm,
-            }
-        )
-        return config

@@ -184,6 +184,24 @@ class RankMixerBackbone(Backbone):
             x = keras.layers.Flatten(dtype=dtype, name="flatten_tokens")(x)
         else:
             x = keras.layers.GlobalAveragePooling1D(dtype=dtype, name="mean_pool")(x)
+        own = {
+            "num_tokens": num_tokens,
+            "token_dim": token_dim,
+            "num_layers": num_layers,
+            "hidden_ratio": hidden_ratio,
+            "hidden_dim": hidden_dim,
+            "num_heads": num_heads,
+            "dropout": dropout,
+            "activation": activation,
+            "kernel_initializer": kernel_initializer,
+            "shared_projection": shared_projection,
+            "use_token_mixing": use_token_mixing,
+            "use_residual": use_residual,
+            "use_layer_norm": use_layer_norm,
+            "shared_ffn": shared_ffn,
+            "moe": dict(moe) if moe is not None else None,
+            "pooling": pooling,
+        }
         super().__init__(
             inputs=inputs,
             outputs=x,
@@ -191,26 +209,9 @@ class RankMixerBackbone(Backbone):
             embedding_l2=embedding_l2,
             dtype=dtype,
             name=name,
+            arguments=own,
             **kwargs,
         )
-
-        # === Config ===
-        self.num_tokens = num_tokens
-        self.token_dim = token_dim
-        self.num_layers = num_layers
-        self.hidden_ratio = hidden_ratio
-        self.hidden_dim = hidden_dim
-        self.num_heads = num_heads
-        self.dropout = dropout
-        self.activation = activation
-        self.kernel_initializer = kernel_initializer
-        self.shared_projection = shared_projection
-        self.use_token_mixing = use_token_mixing
-        self.use_residual = use_residual
-        self.use_layer_norm = use_layer_norm
-        self.shared_ffn = shared_ffn
-        self.moe = dict(moe) if moe is not None else None
-        self.pooling = pooling
         # FFN layers given from outside (ffn_factory / block_ffns) go into the config.
         self._block_ffn_configs = (
             [keras.saving.serialize_keras_object(f) for f in ffns]
@@ -231,28 +232,9 @@ class RankMixerBackbone(Backbone):
         return {k: counts[k] for k in ("block_params", "block_flops_per_sample")}
 
     def get_config(self) -> dict:
-        config = super().get_config()
-        config.update(
-            {
-                "num_tokens": self.num_tokens,
-                "token_dim": self.token_dim,
-                "num_layers": self.num_layers,
-                "hidden_ratio": self.hidden_ratio,
-                "hidden_dim": self.hidden_dim,
-                "num_heads": self.num_heads,
-                "dropout": self.dropout,
-                "activation": _serialize_activation(self.activation),
-                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer)
-                if self.kernel_initializer is not None
-                else None,
-                "shared_projection": self.shared_projection,
-                "use_token_mixing": self.use_token_mixing,
-                "use_residual": self.use_residual,
-                "use_layer_norm": self.use_layer_norm,
-                "shared_ffn": self.shared_ffn,
-                "moe": self.moe,
-                "block_ffns": self._block_ffn_configs,
-                "pooling": self.pooling,
-            }
-        )
+        config = super().get_config()  # the constructor arguments; serialized where needed:
+        config["activation"] = _serialize_activation(self.activation)
+        if self.kernel_initializer is not None:
+            config["kernel_initializer"] = keras.initializers.serialize(self.kernel_initializer)
+        config["block_ffns"] = self._block_ffn_configs
         return config

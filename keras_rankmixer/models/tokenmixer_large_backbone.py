@@ -225,6 +225,29 @@ class TokenMixerLargeBackbone(Backbone):
         if final_norm:
             x = keras.layers.RMSNormalization(dtype=dtype, name="final_norm")(x)
         x = TokenReadout(readout, dtype=dtype, name="readout")(x)
+        own = {
+            "token_dim": token_dim,
+            "num_layers": num_layers,
+            "hidden_ratio": hidden_ratio,
+            "num_tokens": num_tokens,
+            "tokenizer": tokenizer,
+            "global_token": bool(global_token),
+            "tokenizer_hidden_dim": tokenizer_hidden_dim,
+            "tokenizer_activation": tokenizer_activation,
+            "tokenizer_dropout": tokenizer_dropout,
+            "num_heads": num_heads,
+            "dropout": dropout,
+            "use_revert": use_revert,
+            "shared_ffn": shared_ffn,
+            "ffn": ffn,
+            "moe": dict(moe) if moe is not None else None,
+            "norm": norm,
+            "small_init": small_init,
+            "down_init_scale": down_init_scale,
+            "inter_residual_every": inter_residual_every,
+            "final_norm": final_norm,
+            "readout": readout,
+        }
         super().__init__(
             inputs=inputs,
             outputs=x,
@@ -232,31 +255,9 @@ class TokenMixerLargeBackbone(Backbone):
             embedding_l2=embedding_l2,
             dtype=dtype,
             name=name,
+            arguments=own,
             **kwargs,
         )
-
-        # === Config ===
-        self.token_dim = token_dim
-        self.num_layers = num_layers
-        self.hidden_ratio = hidden_ratio
-        self.num_tokens = num_tokens
-        self.tokenizer = tokenizer
-        self.global_token = bool(global_token)
-        self.tokenizer_hidden_dim = tokenizer_hidden_dim
-        self.tokenizer_activation = tokenizer_activation
-        self.tokenizer_dropout = tokenizer_dropout
-        self.num_heads = num_heads
-        self.dropout = dropout
-        self.use_revert = use_revert
-        self.shared_ffn = shared_ffn
-        self.ffn = ffn
-        self.moe = dict(moe) if moe is not None else None
-        self.norm = norm
-        self.small_init = small_init
-        self.down_init_scale = down_init_scale
-        self.inter_residual_every = inter_residual_every
-        self.final_norm = final_norm
-        self.readout = readout
         #: Number of tokens the blocks see.
         self.num_tokens_out = tokens_out
         #: Layers whose outputs are the inter-residual points (the auxiliary read-outs).
@@ -275,35 +276,10 @@ class TokenMixerLargeBackbone(Backbone):
         return block_counts(**config)
 
     def get_config(self) -> dict:
-        config = super().get_config()
+        config = super().get_config()  # the constructor arguments; the activation serialized
         activation = self.tokenizer_activation
-        config.update(
-            {
-                "token_dim": self.token_dim,
-                "num_layers": self.num_layers,
-                "hidden_ratio": self.hidden_ratio,
-                "num_tokens": self.num_tokens,
-                "tokenizer": self.tokenizer,
-                "global_token": self.global_token,
-                "tokenizer_hidden_dim": self.tokenizer_hidden_dim,
-                "tokenizer_activation": activation
-                if isinstance(activation, str)
-                else keras.activations.serialize(activation),
-                "tokenizer_dropout": self.tokenizer_dropout,
-                "num_heads": self.num_heads,
-                "dropout": self.dropout,
-                "use_revert": self.use_revert,
-                "shared_ffn": self.shared_ffn,
-                "ffn": self.ffn,
-                "moe": self.moe,
-                "norm": self.norm,
-                "small_init": self.small_init,
-                "down_init_scale": self.down_init_scale,
-                "inter_residual_every": self.inter_residual_every,
-                "final_norm": self.final_norm,
-                "readout": self.readout,
-            }
-        )
+        if not isinstance(activation, str):
+            config["tokenizer_activation"] = keras.activations.serialize(activation)
         return config
 
 
