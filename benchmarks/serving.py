@@ -319,9 +319,18 @@ def profile(model: dict, batch: int, rng, runs: int = 3) -> dict[str, float]:
 
 
 def keras_free_python(target_dir: str) -> tuple[list[str], dict[str, str]]:
-    """`python -S` with `PYTHONPATH` = symlinks to site-packages minus keras*, tf_keras* and
-    this package's editable install: a Python in which Keras cannot be imported (the timing
-    child runs there, as TF Serving would run the SavedModel)."""
+    """A Python command and environment in which `keras` / `keras_rankmixer` cannot be imported.
+
+    TensorFlow imports Keras lazily when it is installed (e.g. inside `tf.saved_model.load`),
+    so proving that an export needs neither takes a Python without them: `python -S` (no
+    `site`, so no `.pth` / editable-install hooks) with `PYTHONPATH` set to `target_dir`, a
+    folder of symlinks to this environment's site-packages minus `keras*`, `tf_keras*` and the
+    editable install of this package. The timing child runs there, as TF Serving would run
+    the SavedModel; the export, bad-request and CLI tests use it too (`tests/helpers.py`).
+
+    Returns:
+        `(argv_prefix, env)`: run `subprocess.run(argv_prefix + ["-c", code], env=env)`.
+    """
     import sysconfig
 
     source = sysconfig.get_paths()["purelib"]

@@ -6,10 +6,14 @@ import json
 import os
 import subprocess
 import sys
-import sysconfig
 
 import keras
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# A Python without Keras, for the export / bad-request / CLI tests: the serving benchmark's
+# own helper (it times SavedModels there), one copy for both.
+from benchmarks.serving import keras_free_python as keras_free_python  # noqa: E402
 
 BACKEND = keras.backend.backend()
 
@@ -77,31 +81,6 @@ def run_json_script(argv: list[str], env: dict, cwd: str | None = None, timeout:
     proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def keras_free_python(target_dir: str) -> tuple[list[str], dict[str, str]]:
-    """A Python command and environment in which `keras` / `keras_rankmixer` cannot be imported.
-
-    TensorFlow imports Keras lazily when it is installed (e.g. inside `tf.saved_model.load`),
-    so proving that an export needs neither takes a Python without them: `python -S` (no
-    `site`, so no `.pth` / editable-install hooks) with `PYTHONPATH` set to `target_dir`, a
-    folder of symlinks to this environment's site-packages minus `keras*`, `tf_keras*` and the
-    editable install of this package. Used by the export and bad-request tests.
-
-    Returns:
-        `(argv_prefix, env)`: run `subprocess.run(argv_prefix + ["-c", code], env=env)`.
-    """
-    source = sysconfig.get_paths()["purelib"]
-    os.makedirs(target_dir, exist_ok=True)
-    for entry in os.listdir(source):
-        name = entry.lower()
-        if name.startswith(("keras", "tf_keras", "__editable__")) or name.endswith(".pth"):
-            continue
-        link = os.path.join(target_dir, entry)
-        if not os.path.lexists(link):
-            os.symlink(os.path.join(source, entry), link)
-    env = {**os.environ, "PYTHONPATH": target_dir, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return [sys.executable, "-S"], env
 
 
 def model_specs() -> list:
