@@ -76,11 +76,12 @@ import os
 import re
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from keras_rankmixer.data import pipeline, schema, sources
-from keras_rankmixer.data.options import accepts_options
+from keras_rankmixer.data.options import ReadOptions, resolve_options
 from keras_rankmixer.data.schema import HASH_SPACE, DataError, ReadReport
 from keras_rankmixer.data.sources import detect_format, list_files
 from keras_rankmixer.features import Feature
@@ -394,7 +395,6 @@ def _scan_text(path, sep, column_names):
 # The dataset.
 
 
-@accepts_options
 def make_native_dataset(
     paths: str | Sequence[str],
     specs: Sequence[Feature],
@@ -406,17 +406,6 @@ def make_native_dataset(
     repeat: bool = False,
     drop_remainder: bool = False,
     cache: bool = False,
-    format: str | None = None,
-    column_names: Sequence[str] | None = None,
-    delimiter: str | None = None,
-    hash_columns: Sequence[str] = (),
-    ignore_columns: Sequence[str] = (),
-    on_bad_rows: str = "raise",
-    sequence_delimiter: str = "|",
-    shard_index: int = 0,
-    num_shards: int = 1,
-    compression: str | None = None,
-    chunk_rows: int = 65536,
     shuffle_chunks: int = 1,
     block_rows: int = 8192,
     whole_file_bytes: int = 64 * 2**20,
@@ -424,17 +413,20 @@ def make_native_dataset(
     num_parallel_reads: int | None = None,
     num_threads: int | None = None,
     deterministic: bool = True,
+    options: ReadOptions | None = None,
+    **keywords: Any,
 ):
     """`make_dataset` with the parsing and checks in TF ops, mapped in parallel.
 
     Args:
         paths, specs, label_columns, batch_size, shuffle, seed, repeat, drop_remainder,
-            cache, format, column_names, delimiter, hash_columns, ignore_columns,
-            on_bad_rows, sequence_delimiter, shard_index, num_shards, compression,
-            shuffle_chunks: As in `make_dataset` (see the module docstring for what
+            cache, shuffle_chunks: As in `make_dataset` (see the module docstring for what
             differs).
-        chunk_rows: With `shuffle`, rows are permuted inside windows of
+        options: How to read the files (a `ReadOptions`: format ... chunk_rows; None: the
+            defaults). With `shuffle`, rows are permuted inside windows of
             `shuffle_chunks * chunk_rows` rows (as the Python reader's chunks).
+        **keywords: The `ReadOptions` fields as keyword arguments, merged with `options` as
+            in `make_dataset` (a field given both ways is a `TypeError`).
         block_rows: Lines (records) parsed per call of the parallel map: the unit of
             parallelism and of the report's updates.
         whole_file_bytes: Text files up to this size (not `.gz`) are read by one op and
@@ -447,8 +439,6 @@ def make_native_dataset(
         num_threads: Size of the dataset's private thread pool (None: TF's default, all
             cores).
         deterministic: Keep the block order under parallel parsing (default True).
-        options: A `ReadOptions` for the reading fields above (format ... chunk_rows), merged
-            with them as in `make_dataset` (a field given both ways is a `TypeError`).
 
     Returns:
         A `tf.data.Dataset` of `(features dict, labels dict)` with `report` (a `ReadReport`),
@@ -459,13 +449,16 @@ def make_native_dataset(
 
     from keras_rankmixer.layers._checks import check_positive
 
+    options = resolve_options(options, keywords, "make_native_dataset")
+    format, column_names, delimiter = options.format, options.column_names, options.delimiter
+    hash_columns, ignore_columns = options.hash_columns, options.ignore_columns
+    on_bad_rows, sequence_delimiter = options.on_bad_rows, options.sequence_delimiter
+    shard_index, num_shards = options.shard_index, options.num_shards
+    compression, chunk_rows = options.compression, options.chunk_rows
     kwargs = dict(
         batch_size=batch_size, shuffle=shuffle, seed=seed, repeat=repeat,
-        drop_remainder=drop_remainder, cache=cache, format=format, column_names=column_names,
-        delimiter=delimiter, hash_columns=hash_columns, ignore_columns=ignore_columns,
-        on_bad_rows=on_bad_rows, sequence_delimiter=sequence_delimiter,
-        shard_index=shard_index, num_shards=num_shards, compression=compression,
-        chunk_rows=chunk_rows, shuffle_chunks=shuffle_chunks,
+        drop_remainder=drop_remainder, cache=cache, shuffle_chunks=shuffle_chunks,
+        options=options,
     )  # fmt: skip
     for name, value in (("batch_size", batch_size), ("shuffle_chunks", shuffle_chunks),
                         ("chunk_rows", chunk_rows), ("block_rows", block_rows)):  # fmt: skip
@@ -486,16 +479,15 @@ def make_native_dataset(
 
     if "parquet" in kinds or (len(kinds) > 1 and "tfrecord" in kinds):
         return fallback()
-    check_kwargs = dict(
-        format=format, column_names=column_names, delimiter=delimiter,
-        hash_columns=hash_columns, ignore_columns=ignore_columns, on_bad_rows="raise",
-        sequence_delimiter=sequence_delimiter, compression=compression,
-    )  # fmt: skip
+    # one file at a time, every row, stopping at the first error
+    check_options = options.replace(on_bad_rows="raise", shard_index=0, num_shards=1)
 
     def explain(path):
         """The Python reader's error for one file (None if it reads the file cleanly)."""
         try:
-            sources.check_files(path, converter.specs, converter.label_columns, **check_kwargs)
+            sources.check_files(
+                path, converter.specs, converter.label_columns, options=check_options
+            )
         except DataError as e:
             return e
         return None
