@@ -3,6 +3,7 @@ and `TokenMixerLargeRanker` (a `Ranker` that adds TokenMixer-Large's auxiliary l
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,6 +28,14 @@ from keras_rankmixer.types import ActivationLike, DTypeLike
 
 #: How the embeddings become tokens.
 TOKENIZERS = ("group", "shared_mlp", "slice")
+#: The block options the backbone passes to every `TokenMixerLargeBlock`, with the block's own
+#: defaults (read from its signature, so the two cannot drift apart).
+BLOCK_DEFAULTS: dict[str, Any] = {
+    name: p.default
+    for name, p in inspect.signature(TokenMixerLargeBlock.__init__).parameters.items()
+    if name in ("num_heads", "dropout", "use_revert", "shared_ffn", "ffn", "moe", "norm",
+                "small_init", "down_init_scale")
+}  # fmt: skip
 
 
 def block_counts(
@@ -137,15 +146,15 @@ class TokenMixerLargeBackbone(Backbone):
         tokenizer_hidden_dim: int | None = None,
         tokenizer_activation: ActivationLike = "gelu",
         tokenizer_dropout: float = 0.0,
-        num_heads: int | None = None,
-        dropout: float = 0.0,
-        use_revert: bool = True,
-        shared_ffn: bool = False,
-        ffn: str = "swiglu",
-        moe: dict | None = None,
-        norm: str = "pre_rms",
-        small_init: bool = True,
-        down_init_scale: float = 0.01,
+        num_heads: int | None = BLOCK_DEFAULTS["num_heads"],
+        dropout: float = BLOCK_DEFAULTS["dropout"],
+        use_revert: bool = BLOCK_DEFAULTS["use_revert"],
+        shared_ffn: bool = BLOCK_DEFAULTS["shared_ffn"],
+        ffn: str = BLOCK_DEFAULTS["ffn"],
+        moe: dict | None = BLOCK_DEFAULTS["moe"],
+        norm: str = BLOCK_DEFAULTS["norm"],
+        small_init: bool = BLOCK_DEFAULTS["small_init"],
+        down_init_scale: float = BLOCK_DEFAULTS["down_init_scale"],
         inter_residual_every: int = 2,
         final_norm: bool = True,
         readout: str = "global",

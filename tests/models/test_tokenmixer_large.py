@@ -309,3 +309,20 @@ def test_ranker_bad_arguments():
     rankmixer = kr.RankMixerBackbone(SPECS, num_tokens=2, token_dim=8, num_layers=1)
     with pytest.raises(ValueError, match="TokenMixerLargeBackbone"):
         TokenMixerLargeRanker(rankmixer)
+
+
+def test_block_options_default_to_the_blocks_own_defaults():
+    import inspect
+
+    from keras_rankmixer.layers.tokenmixer_large_block import TokenMixerLargeBlock
+    from keras_rankmixer.models.tokenmixer_large_backbone import BLOCK_DEFAULTS
+
+    block = inspect.signature(TokenMixerLargeBlock.__init__).parameters
+    backbone = inspect.signature(TokenMixerLargeBackbone.__init__).parameters
+    assert len(BLOCK_DEFAULTS) == 9
+    for name, default in BLOCK_DEFAULTS.items():
+        assert backbone[name].default == block[name].default == default, name
+    b = TokenMixerLargeBackbone(SPECS, token_dim=8, num_layers=1)
+    layer = b.get_layer("block_0")
+    assert (layer.norm, layer.ffn, layer.down_init_scale) == ("pre_rms", "swiglu", 0.01)
+    assert b.norm == "pre_rms" and b.moe is None
