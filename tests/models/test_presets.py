@@ -69,30 +69,12 @@ def test_preset_names_a_registered_backbone_and_its_arguments(name):
 
 
 def test_the_validated_default_preset():
-    """`rankmixer_base` is what validation favoured (#18); the paper shapes are unchanged."""
+    """`rankmixer_base` is what validation favoured (#18; its values are checked on the built
+    ranker in tests/models/test_ranker.py and tests/test_cli_defaults.py); the paper-shape
+    presets (their shapes pinned by their stated counts) keep the plain head."""
     base = get_backbone_preset("rankmixer_base")
-    assert dict(base.config) == {
-        "num_tokens": 8,
-        "token_dim": 64,
-        "num_layers": 1,
-        "hidden_ratio": 4,
-        "pooling": "flatten",
-        "embedding_l2": 0.01,
-    }
-    assert dict(base.task) == {
-        "tower_units": (400, 400, 400),
-        "tower_batch_norm": True,
-        "tower_dropout": 0.2,
-    }
+    assert base.backbone == "rankmixer" and base.task
     assert "validated default" in base.description
-    shapes = {n: kr.get_preset(n) for n in ("tiny", "small")}
-    assert shapes["tiny"] == {"num_tokens": 4, "token_dim": 32, "num_layers": 2, "hidden_ratio": 2}
-    assert shapes["small"] == {
-        "num_tokens": 16,
-        "token_dim": 192,
-        "num_layers": 2,
-        "hidden_ratio": 4,
-    }
     for name in ("tiny", "small", "rankmixer_100m", "rankmixer_1b"):
         assert not get_backbone_preset(name).task
 
