@@ -27,7 +27,6 @@ from keras_rankmixer.models.dcnv2_backbone import DCNv2Backbone
 from keras_rankmixer.models.dnn_backbone import DNNBackbone
 from keras_rankmixer.models.ranker import Ranker, check_tasks
 from keras_rankmixer.models.rankmixer import build_rankmixer
-from keras_rankmixer.types import DTypeLike
 
 #: RankMixer ablations (paper Table 2) as `build_rankmixer` keyword overrides.
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -62,28 +61,38 @@ BASELINE_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+def _baseline(
+    backbone_cls: type[Backbone],
+    features: Sequence[Feature],
+    tasks: Sequence[str] | str,
+    tower_units: Sequence[int],
+    name: str,
+    backbone_kwargs: dict[str, Any],
+) -> Ranker:
+    """`Ranker(backbone_cls(features, name=f"{name}_backbone", **backbone_kwargs), ...)`."""
+    tasks = check_tasks(tasks)
+    backbone = backbone_cls(features, name=f"{name}_backbone", **backbone_kwargs)
+    return Ranker(backbone, tasks=tasks, tower_units=tower_units, name=name)
+
+
 def build_dnn(
     features: Sequence[Feature],
     tasks: Sequence[str] | str = ("click",),
     *,
-    hidden_units: Sequence[int] = (400, 400, 400),
-    dropout: float = 0.0,
-    batch_norm: bool = False,
     tower_units: Sequence[int] = (),
-    dtype: DTypeLike = None,
     name: str = "dnn",
+    **backbone_kwargs: Any,
 ) -> Ranker:
     """The DNN (MLP) baseline: concatenated feature embeddings -> ReLU MLP -> task towers.
 
     Args:
         features: Feature specs (the same ones RankMixer takes).
         tasks: Task names; one sigmoid output each.
-        hidden_units: Widths of the shared MLP.
-        dropout: Dropout after each hidden layer.
-        batch_norm: Batch normalization before each ReLU.
         tower_units: Hidden widths of each task tower (empty: one sigmoid unit).
-        dtype: Dtype policy for all layers; outputs are float32.
         name: Model name.
+        **backbone_kwargs: `DNNBackbone` arguments, with its defaults: `hidden_units`
+            (400, 400, 400), `dropout` after each hidden layer (0), `batch_norm` before each
+            ReLU (False), `dtype` for all layers (outputs are float32).
 
     Returns:
         A `Ranker` (dict inputs, dict outputs `{task: (batch, 1)}`) on a backbone named
@@ -98,31 +107,16 @@ def build_dnn(
     >>> sorted(model.output_names)
     ['click']
     """
-    tasks = check_tasks(tasks)
-    backbone = DNNBackbone(
-        features,
-        hidden_units,
-        dropout=dropout,
-        batch_norm=batch_norm,
-        dtype=dtype,
-        name=f"{name}_backbone",
-    )
-    return Ranker(backbone, tasks=tasks, tower_units=tower_units, name=name)
+    return _baseline(DNNBackbone, features, tasks, tower_units, name, backbone_kwargs)
 
 
 def build_dcnv2(
     features: Sequence[Feature],
     tasks: Sequence[str] | str = ("click",),
     *,
-    num_cross_layers: int = 3,
-    projection_dim: int | None = None,
-    hidden_units: Sequence[int] = (400, 400, 400),
-    structure: str = "parallel",
-    dropout: float = 0.0,
-    batch_norm: bool = False,
     tower_units: Sequence[int] = (),
-    dtype: DTypeLike = None,
     name: str = "dcnv2",
+    **backbone_kwargs: Any,
 ) -> Ranker:
     """DCN-V2: a stack of `keras_rs.layers.FeatureCross` layers beside (or before) an MLP.
 
@@ -134,15 +128,12 @@ def build_dcnv2(
     Args:
         features: Feature specs (the same ones RankMixer takes).
         tasks: Task names; one sigmoid output each.
-        num_cross_layers: Number of cross layers.
-        projection_dim: Low-rank size of each cross layer's `W`; None for full rank.
-        hidden_units: Widths of the MLP (may be empty: cross network only).
-        structure: `"parallel"` or `"stacked"`.
-        dropout: Dropout after each MLP hidden layer.
-        batch_norm: Batch normalization in the MLP.
         tower_units: Hidden widths of each task tower.
-        dtype: Dtype policy for all layers; outputs are float32.
         name: Model name.
+        **backbone_kwargs: `DCNv2Backbone` arguments, with its defaults: `num_cross_layers`
+            (3), `projection_dim` (None: full rank), `hidden_units` of the MLP ((400, 400,
+            400); may be empty: cross network only), `structure` (`"parallel"` or
+            `"stacked"`), `dropout` (0) and `batch_norm` (False) of the MLP, `dtype`.
 
     Returns:
         A `Ranker` (dict inputs, dict outputs `{task: (batch, 1)}`) on a backbone named
@@ -161,19 +152,7 @@ def build_dcnv2(
         Wang et al., "DCN V2: Improved Deep & Cross Network and Practical Lessons for
         Web-scale Learning to Rank Systems", WWW 2021, arXiv:2008.13535.
     """
-    tasks = check_tasks(tasks)
-    backbone = DCNv2Backbone(
-        features,
-        num_cross_layers,
-        projection_dim,
-        hidden_units,
-        structure,
-        dropout=dropout,
-        batch_norm=batch_norm,
-        dtype=dtype,
-        name=f"{name}_backbone",
-    )
-    return Ranker(backbone, tasks=tasks, tower_units=tower_units, name=name)
+    return _baseline(DCNv2Backbone, features, tasks, tower_units, name, backbone_kwargs)
 
 
 def build_model(
