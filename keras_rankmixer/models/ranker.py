@@ -343,13 +343,18 @@ class Ranker(keras.Model):
 
 
 def ranker_arguments(task_cls: type) -> set[str]:
-    """The named constructor arguments of a task class other than `backbone` and `tasks`."""
-    return {
-        name
-        for name, p in inspect.signature(task_cls.__init__).parameters.items()
-        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-        and name not in ("self", "backbone", "tasks")
-    }
+    """The named constructor arguments of a task class other than `backbone` and `tasks`,
+    including those a subclass passes on to its base through `**kwargs` (e.g.
+    `TokenMixerLargeRanker`: `aux_loss_weight` and `Ranker`'s)."""
+    names: set[str] = set()
+    for klass in task_cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(klass.__init__).parameters.values()
+        names |= {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+        if klass is Ranker or not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return names - {"self", "backbone", "tasks"}
 
 
 def task_class_for(backbone_cls: type[Backbone], base: type[Ranker] = Ranker) -> type[Ranker]:

@@ -317,10 +317,10 @@ class TokenMixerLargeRanker(Ranker):
 
     Args:
         backbone: A `TokenMixerLargeBackbone`.
-        tasks, tower_units, tower_dropout, tower_batch_norm, tower_activation, name: As in
-            `Ranker`.
-        aux_loss_weight: Weight of the auxiliary losses (>= 0). Defaults to 0.1.
-        **kwargs: `keras.Model` arguments.
+        *args, **kwargs: `Ranker`'s arguments (`tasks`, `tower_units`, `tower_dropout`,
+            `tower_batch_norm`, `tower_activation`, `name`) and `keras.Model`'s.
+        aux_loss_weight: Weight of the auxiliary losses (>= 0), keyword only. Defaults to
+            0.1.
 
     Example:
 
@@ -342,13 +342,8 @@ class TokenMixerLargeRanker(Ranker):
     def __init__(
         self,
         backbone: TokenMixerLargeBackbone,
-        tasks: Sequence[str] | str | Mapping[str, Mapping | None] = ("click",),
-        tower_units: Sequence[int] = (64,),
-        tower_dropout: float = 0.0,
-        tower_batch_norm: bool = False,
-        tower_activation: ActivationLike = "gelu",
+        *args: Any,
         aux_loss_weight: float = 0.1,
-        name: str = "ranker",
         **kwargs: Any,
     ) -> None:
         if not isinstance(backbone, TokenMixerLargeBackbone):
@@ -356,16 +351,7 @@ class TokenMixerLargeRanker(Ranker):
                 f"`backbone` must be a TokenMixerLargeBackbone, got backbone={backbone!r}."
             )
         check_non_negative("aux_loss_weight", aux_loss_weight)
-        super().__init__(
-            backbone,
-            tasks=tasks,
-            tower_units=tower_units,
-            tower_dropout=tower_dropout,
-            tower_batch_norm=tower_batch_norm,
-            tower_activation=tower_activation,
-            name=name,
-            **kwargs,
-        )
+        super().__init__(backbone, *args, **kwargs)  # tasks, towers, name: as in Ranker
         self.aux_loss_weight = float(aux_loss_weight)
         self._aux_keys: dict[str, str] = {}  # output key -> task
         self._train_graph = None
@@ -394,7 +380,7 @@ class TokenMixerLargeRanker(Ranker):
                     1, activation="sigmoid", dtype="float32", name=key
                 )(h)
                 self._aux_keys[key] = task
-        self._train_graph = keras.Model(self.input, outputs, name=f"{name}_with_aux")
+        self._train_graph = keras.Model(self.input, outputs, name=f"{self.name}_with_aux")
 
     def serving_model(self) -> keras.Model:
         """The serving graph alone, as a plain functional model sharing this ranker's layers.
