@@ -10,22 +10,12 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+from reader_cases import CSV, SPECS  # the Python reader tests' small CSV, every kind
 
 from keras_rankmixer.data import DataError, hash_strings, read_arrays
 from keras_rankmixer.data.native import check_native_files, make_native_dataset
 from keras_rankmixer.features import CategoricalFeature, NumericFeature, SequenceFeature
 
-SPECS = [
-    CategoricalFeature("user", vocabulary_size=100, group="user"),
-    CategoricalFeature("city", vocabulary=("paris", "rome"), dtype="string", group="ctx"),
-    SequenceFeature("hist", vocabulary_size=50, max_length=3, group="user"),
-    NumericFeature("price", group="item"),
-]
-CSV = """label,user,city,hist,price
-1,3,paris,1|2,2.5
-0,,rome,,
-1,7,,4|5|6|7,-1
-"""
 # Every feature kind, with the Python reader's corner cases in the cells.
 MIXED_SPECS = [
     CategoricalFeature("uid", vocabulary_size=100),
