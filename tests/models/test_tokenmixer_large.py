@@ -9,7 +9,7 @@ learning check fits eagerly (no graph to trace or compile)."""
 import keras
 import numpy as np
 import pytest
-from helpers import assert_all_close, keras_file_round_trip, to_numpy
+from helpers import assert_all_close, keras_file_round_trip, model_batch, model_specs, to_numpy
 
 import keras_rankmixer as kr
 from keras_rankmixer.data import make_click_data
@@ -17,24 +17,14 @@ from keras_rankmixer.models import TokenMixerLargeBackbone, TokenMixerLargeRanke
 from keras_rankmixer.models.presets import BACKBONE_PRESETS, preset_names
 from keras_rankmixer.models.tokenmixer_large_backbone import block_counts
 
-SPECS = [
-    kr.CategoricalFeature("user", vocabulary_size=50, embedding_dim=8, group="user"),
-    kr.SequenceFeature("history", vocabulary_size=30, max_length=3, embedding_dim=8, group="user"),
-    kr.CategoricalFeature("item", vocabulary=[5, 7, 9], embedding_dim=8, group="item"),
-    kr.NumericFeature("price", mean=1.0, std=2.0, embedding_dim=6, group="item"),
+SPECS = model_specs() + [
     kr.CategoricalFeature("hour", vocabulary_size=24, embedding_dim=4, group="context"),
 ]  # 3 groups -> 4 tokens with the global token
 
 
 def batch(n=6, seed=0):
-    rng = np.random.default_rng(seed)
-    return {
-        "user": rng.integers(-1, 60, n),
-        "history": rng.integers(-1, 35, (n, 3)),
-        "item": rng.choice([5, 7, 8, 9], n),
-        "price": rng.normal(size=n).astype("float32"),
-        "hour": rng.integers(0, 24, n),
-    }
+    """`helpers.model_batch` plus the hour of the context group."""
+    return {**model_batch(n, seed), "hour": np.random.default_rng([seed, 1]).integers(0, 24, n)}
 
 
 def labels(n=6, seed=1, tasks=("click",)):
