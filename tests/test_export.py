@@ -84,11 +84,11 @@ def exported(tmp_path_factory):
     return model, result, base
 
 
-LOADER_SCRIPT = textwrap.dedent(
+#: The start of every script run in `keras_free_python()`: run as `python -S` with PYTHONPATH =
+#: a copy of site-packages without keras, keras_rankmixer (and its editable-install hook) and
+#: tf_keras; check they really fail to import.
+NO_KERAS = textwrap.dedent(
     """
-    import json, os, sys
-    # Run as `python -S` with PYTHONPATH = a copy of site-packages without keras,
-    # keras_rankmixer (and its editable-install hook) and tf_keras; check they really fail.
     for name in ("keras_rankmixer", "keras", "tf_keras"):
         try:
             __import__(name)
@@ -96,6 +96,11 @@ LOADER_SCRIPT = textwrap.dedent(
             pass
         else:
             raise SystemExit(f"{name} is importable: the test would prove nothing")
+    """
+)
+LOADER_SCRIPT = NO_KERAS + textwrap.dedent(
+    """
+    import json, os, sys
     import numpy as np
     import tensorflow as tf
     from tensorflow.core.protobuf import saved_model_pb2
@@ -437,16 +442,9 @@ def test_docstring_examples():
 
 # --------------------------------------------------------------------------- served graph (#20)
 
-GRAPH_SCRIPT = textwrap.dedent(
+GRAPH_SCRIPT = NO_KERAS + textwrap.dedent(
     """
     import collections, json, sys
-    for name in ("keras_rankmixer", "keras", "tf_keras"):
-        try:
-            __import__(name)
-        except ImportError:
-            pass
-        else:
-            raise SystemExit(f"{name} is importable: the test would prove nothing")
     import numpy as np
     import tensorflow as tf
 
