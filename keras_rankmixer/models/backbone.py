@@ -46,6 +46,9 @@ checked against `block_counts`, and the README's table is regenerated with
 `python -m keras_rankmixer.models.presets`), `Backbone.from_preset`, `Ranker.from_preset`
 and `Ranker(TokenMixerLargeBackbone(...))` all work. Keyword arguments `keras.Model` does not
 know are a `TypeError` (`check_model_kwargs`), so pass only `trainable` through `**kwargs`.
+A backbone whose task needs more than `Ranker` (extra losses) names it in the class
+attribute `task_class` (`TokenMixerLargeBackbone.task_class = TokenMixerLargeRanker`):
+`Ranker.from_preset` and `rankmixer train --model NAME` then build that task.
 """
 
 from __future__ import annotations
