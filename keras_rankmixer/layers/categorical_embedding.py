@@ -146,7 +146,10 @@ class CategoricalEmbedding(keras.layers.Layer):
             idx = ops.mod(x, self.num_hash_bins) + 1
         else:
             table = ops.convert_to_tensor(self.vocabulary, dtype="int64")
-            pos = ops.cast(ops.searchsorted(table, x), "int64")
+            # searchsorted on the flat ids: TensorFlow's needs values of rank 1 for a 1-D
+            # table, and sequence features give (batch, length)
+            flat = ops.reshape(x, (-1,))
+            pos = ops.reshape(ops.cast(ops.searchsorted(table, flat), "int64"), ops.shape(x))
             pos = ops.minimum(pos, len(self.vocabulary) - 1)
             valid = ops.equal(ops.take(table, pos), x)
             idx = pos + 1

@@ -41,6 +41,19 @@ def test_sequence_mean_pooling_ignores_padding():
     np.testing.assert_allclose(out[3], (table[2] + table[0]) / 2, atol=1e-6)  # OOV -> row 0
 
 
+def test_sequence_with_integer_vocabulary():
+    # an explicit vocabulary (what adapt_vocabularies writes) on a (batch, length) sequence:
+    # the searchsorted lookup must work on rank-2 ids (TensorFlow's needs rank 1 values)
+    emb = CategoricalEmbedding(embedding_dim=3, vocabulary=[10, 20, 30], pooling="mean")
+    ids = np.array([[10, 30, -1], [25, 20, 20], [-1, -1, -1]])
+    assert to_numpy(emb.lookup(ids)).tolist() == [[1, 3, 0], [0, 2, 2], [0, 0, 0]]
+    out = to_numpy(emb(ids))
+    table = to_numpy(emb.embedding.embeddings)
+    np.testing.assert_allclose(out[0], (table[1] + table[3]) / 2, atol=1e-6)
+    np.testing.assert_allclose(out[1], (table[0] + 2 * table[2]) / 3, atol=1e-6)  # OOV row 0
+    np.testing.assert_allclose(out[2], np.zeros(3), atol=1e-7)
+
+
 def test_numeric_normalisation_and_missing():
     emb = NumericEmbedding(embedding_dim=3, mean=2.0, std=4.0)
     x = np.array([2.0, 6.0, np.nan, np.inf], "float32")
