@@ -206,6 +206,7 @@ def build_family(
     token_norm: bool = False,
     final_norm: bool = False,
     pooling: str = "flatten",
+    embedding_skip: bool = False,
     tower_units=(400, 400, 400),
     tower_batch_norm: bool = True,
     tower_dropout: float = 0.2,
@@ -234,6 +235,8 @@ def build_family(
     - `ffn`: `"gelu"` (`PerTokenFFN`) or `"swiglu"` (`PerTokenSwiGLU`) in the pre-norm blocks.
     - `token_norm`: a LayerNorm on each token before the blocks (with L=0: what post-LN alone
       does to the tokenizer's output).
+    - `embedding_skip`: the towers also see the concatenated embeddings (a deep stream beside
+      the token stream, as DCNv2's parallel MLP sits beside its cross layers).
     """
     import keras
 
@@ -314,6 +317,9 @@ def build_family(
         pooled = keras.layers.Flatten(name="flatten_tokens")(x)
     else:
         pooled = keras.layers.GlobalAveragePooling1D(name="mean_pool")(x)
+    if embedding_skip:
+        flat = groups[0] if len(groups) == 1 else keras.layers.Concatenate(name="skip")(groups)
+        pooled = keras.layers.Concatenate(name="tokens_and_embeddings")([pooled, flat])
     outputs = add_task_towers(
         pooled,
         tasks,
