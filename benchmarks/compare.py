@@ -207,6 +207,8 @@ def build_family(
     final_norm: bool = False,
     pooling: str = "flatten",
     embedding_skip: bool = False,
+    fusion: str | None = None,
+    fusion_heads: int = 10,
     tower_units=(400, 400, 400),
     tower_batch_norm: bool = True,
     tower_dropout: float = 0.2,
@@ -237,6 +239,10 @@ def build_family(
       does to the tokenizer's output).
     - `embedding_skip`: the towers also see the concatenated embeddings (a deep stream beside
       the token stream, as DCNv2's parallel MLP sits beside its cross layers).
+    - `fusion="bilinear"`: FinalMLP's two-stream head (Mao et al., AAAI 2023) without its
+      feature gating: stream 1 is the tower MLP on the tokens, stream 2 the same MLP on the
+      concatenated embeddings, and each task's logit is `w1.o1 + w2.o2 + sum_h o1_h W_h o2_h
+      + b` over `fusion_heads` chunks.
     """
     import keras
 
@@ -320,6 +326,29 @@ def build_family(
     if embedding_skip:
         flat = groups[0] if len(groups) == 1 else keras.layers.Concatenate(name="skip")(groups)
         pooled = keras.layers.Concatenate(name="tokens_and_embeddings")([pooled, flat])
+    if fusion == "bilinear":
+        flat = (
+            groups[0] if len(groups) == 1 else keras.layers.Concatenate(name="stream_2_in")(groups)
+        )
+
+        def stream(h, prefix):
+            for i, units in enumerate(tower_units):
+                h = keras.layers.Dense(units, name=f"{prefix}_{i}")(h)
+                if tower_batch_norm:
+                    h = keras.layers.BatchNormalization(momentum=0.9, name=f"{prefix}_bn_{i}")(h)
+                h = keras.layers.Activation(tower_activation, name=f"{prefix}_act_{i}")(h)
+                if tower_dropout:
+                    h = keras.layers.Dropout(tower_dropout, name=f"{prefix}_dropout_{i}")(h)
+            return h
+
+        o1, o2 = stream(pooled, "stream_1"), stream(flat, "stream_2")
+        outputs = {
+            t: keras.layers.Activation("sigmoid", dtype="float32", name=t)(
+                _BilinearFusion(fusion_heads, name=f"{t}_fusion")([o1, o2])
+            )
+            for t in tasks
+        }
+        return keras.Model(inputs, outputs, name=name)
     outputs = add_task_towers(
         pooled,
         tasks,
@@ -329,6 +358,42 @@ def build_family(
         activation=tower_activation,
     )
     return keras.Model(inputs, outputs, name=name)
+
+
+def _bilinear_fusion_class():
+    import keras
+    from keras import ops
+
+    class BilinearFusion(keras.layers.Layer):
+        """FinalMLP's multi-head bilinear fusion of two vectors into one logit."""
+
+        def __init__(self, heads, **kwargs):
+            super().__init__(**kwargs)
+            self.heads = heads
+
+        def build(self, shapes):
+            (_, d1), (_, d2) = shapes
+            h = self.heads
+            self.w1 = self.add_weight(shape=(d1, 1), initializer="glorot_uniform", name="w1")
+            self.w2 = self.add_weight(shape=(d2, 1), initializer="glorot_uniform", name="w2")
+            self.w3 = self.add_weight(
+                shape=(h, d1 // h, d2 // h), initializer="glorot_uniform", name="w3"
+            )
+            self.b = self.add_weight(shape=(1,), initializer="zeros", name="b")
+
+        def call(self, inputs):
+            x, y = inputs
+            h = self.heads
+            xh = ops.reshape(x, (-1, h, x.shape[-1] // h))
+            yh = ops.reshape(y, (-1, h, y.shape[-1] // h))
+            bilinear = ops.sum(ops.einsum("bhi,hij->bhj", xh, self.w3) * yh, axis=(1, 2))
+            return ops.matmul(x, self.w1) + ops.matmul(y, self.w2) + bilinear[:, None] + self.b
+
+    return BilinearFusion
+
+
+def _BilinearFusion(heads, **kwargs):
+    return _bilinear_fusion_class()(heads, **kwargs)
 
 
 def build(name: str, specs, tasks, config: dict):
