@@ -170,12 +170,17 @@ def test_tokenmixer_large_from_its_preset_with_the_size_flags(data_dir, tmp_path
     argv += ["--num-tokens", "2", "--token-dim", "8", "--num-layers", "2", "--hidden-ratio", "1"]
     assert cli.main(argv) == 0
     saved = json.loads((run_dir / files.CONFIG_FILE).read_text())
-    assert saved["preset"] == "tokenmixer_large_small"  # its smallest preset
+    assert saved["preset"] == "tokenmixer_large_base"  # its smallest preset, the default
     model = keras.saving.load_model(run_dir / files.MODEL_FILE)
     backbone = model.backbone
     assert isinstance(backbone, TokenMixerLargeBackbone)
     assert (backbone.num_tokens, backbone.token_dim, backbone.num_layers) == (2, 8, 2)
-    assert backbone.tokenizer == "shared_mlp" and backbone.readout == "mean"  # the preset's
+    assert backbone.tokenizer == "slice" and backbone.readout == "flatten"  # the preset's
+    assert (model.tower_units, model.tower_batch_norm, model.tower_dropout) == (
+        (400, 400, 400),
+        True,
+        0.2,
+    )  # and its head
     # what `evaluate` checks its data with before it loads the model: the archive's own
     assert files.saved_inputs(str(run_dir)) == (backbone.features, ["label"])
     metrics = json.loads((run_dir / files.METRICS_FILE).read_text())

@@ -134,6 +134,30 @@ BACKBONE_PRESETS: dict[str, BackbonePreset] = {
             block_flops_per_sample=2_214_592_512,
             paper_params=1.1e9,
         ),
+        # TokenMixer-Large's default for `rankmixer train --model tokenmixer_large` (#18,
+        # benchmarks/RESULTS.md 2026-12-02): rankmixer_base's shape, head and L2 with
+        # TokenMixer-Large's block. Slice tokens: the best of three tokenizers on Frappe_x1
+        # validation and independent of the data's groups (the group tokenizer, better on
+        # Census-Income by 0.0008, makes one token per group, so its size is the data's).
+        BackbonePreset(
+            name="tokenmixer_large_base",
+            backbone="tokenmixer_large",
+            config={
+                "num_tokens": 8,
+                "token_dim": 64,
+                "num_layers": 1,
+                "hidden_ratio": 4,
+                "tokenizer": "slice",
+                "readout": "flatten",
+                "embedding_l2": 0.01,
+            },
+            description="The default of `rankmixer train --model tokenmixer_large`: "
+            "rankmixer_base's shape with TokenMixer-Large's block, slice tokens, flatten "
+            "read-out, towers (400, 400, 400) + batch norm + dropout 0.2, embedding L2 0.01.",
+            block_params=795_776,
+            block_flops_per_sample=1_572_864,
+            task=VALIDATED_TOWER,
+        ),
         # TokenMixer-Large (#18): RankMixer's published (T, D) (head width D/T = 48 at 100M
         # and 1B, H = T) and budgets, L = 4 blocks (one inter-residual and one auxiliary
         # read-out, after block 1), pSwiGLU hidden h a multiple of 128 bringing the blocks

@@ -15,6 +15,7 @@ from keras_rankmixer.models.presets import (
     preset_names,
     preset_table,
 )
+from keras_rankmixer.models.ranker import ranker_arguments
 
 README = os.path.join(os.path.dirname(__file__), "..", "..", "README.md")
 SPECS = [kr.CategoricalFeature("a", vocabulary_size=10, embedding_dim=8)]
@@ -64,8 +65,9 @@ def test_preset_names_a_registered_backbone_and_its_arguments(name):
     params = inspect.signature(cls.__init__).parameters
     assert set(preset.config) <= set(params), set(preset.config) - set(params)
     assert preset.description
-    task = inspect.signature(cls.task_class_of().__init__).parameters
-    assert set(preset.task) <= set(task), set(preset.task) - set(task)
+    # the task's arguments, also those a subclass passes on to Ranker through **kwargs
+    task = ranker_arguments(cls.task_class_of())
+    assert set(preset.task) <= task, set(preset.task) - task
 
 
 def test_the_validated_default_preset():

@@ -218,7 +218,18 @@ def test_mixed_bfloat16_jit_fit_with_aux_losses_and_sparse_moe():
 
 def test_presets_counts_and_from_preset():
     names = preset_names("tokenmixer_large")
-    assert names == ["tokenmixer_large_100m", "tokenmixer_large_1b", "tokenmixer_large_small"]
+    assert names == [
+        "tokenmixer_large_100m",
+        "tokenmixer_large_1b",
+        "tokenmixer_large_base",
+        "tokenmixer_large_small",
+    ]
+    base = BACKBONE_PRESETS["tokenmixer_large_base"]  # the CLI default: its counts stated
+    assert TokenMixerLargeBackbone.block_counts(**base.config) == {
+        "block_params": base.block_params,
+        "block_flops_per_sample": base.block_flops_per_sample,
+    }
+    names = [n for n in names if n != "tokenmixer_large_base"]  # the paper-shape ones
     for name, target in zip(names, (107e6, 1.1e9, 9.47e6), strict=True):
         p = BACKBONE_PRESETS[name]
         counts = TokenMixerLargeBackbone.block_counts(**p.config)
