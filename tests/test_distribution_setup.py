@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import doctest
 
 import keras
 import pytest
@@ -16,11 +15,6 @@ from keras_rankmixer.distribution import DistributionSetupError
 def _args(**kw):
     base = dict(distribution=None, mesh=None, coordinator=None, num_processes=None, process_id=None)
     return argparse.Namespace(**{**base, **kw})
-
-
-def test_doctests():
-    result = doctest.testmod(dist_lib, optionflags=doctest.ELLIPSIS)
-    assert result.attempted >= 3 and result.failed == 0
 
 
 @pytest.mark.parametrize(

@@ -431,15 +431,6 @@ def test_sparse_moe_model_exports(tmp_path):
         np.testing.assert_allclose(one[task].numpy(), expected[task][:1], atol=1e-5)
 
 
-def test_docstring_examples():
-    import doctest
-
-    import keras_rankmixer.export as module
-
-    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0 and result.failed == 0
-
-
 # --------------------------------------------------------------------------- served graph (#20)
 
 GRAPH_SCRIPT = NO_KERAS + textwrap.dedent(

@@ -342,12 +342,3 @@ def test_serving_kit_configs_parse():
     for needed in ("8500:8500", "8501:8501", "/config/models.config", "batching_parameters.txt"):
         assert needed in compose
     assert re.search(r"--enable_batching=true", compose)
-
-
-def test_docstring_examples():
-    import doctest
-
-    import keras_rankmixer.serving as module
-
-    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0 and result.failed == 0

@@ -3,9 +3,6 @@ file/line/column, skip-and-count, hashing, vocabulary adaptation, the modules' e
 
 from __future__ import annotations
 
-import doctest
-import importlib
-
 import numpy as np
 import pytest
 from reader_cases import CSV, SPECS, check_expected, write
@@ -109,19 +106,3 @@ def test_inf_numbers_and_negative_ids_are_counted_as_missing(tmp_path):
     out = read_arrays(write(tmp_path, "a.csv", text), specs)
     assert out.report.missing == {"user": 2, "price": 3}
     assert out.features["user"].tolist() == [-1, -7, 3, 4]  # negative ids: the reserved row
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        "keras_rankmixer.data.options",
-        "keras_rankmixer.data.schema",
-        "keras_rankmixer.data.sources",
-        "keras_rankmixer.data.pipeline",
-        "keras_rankmixer.data.datasets",
-        "keras_rankmixer.models.baselines",
-    ],
-)
-def test_docstring_examples(name):
-    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0

@@ -580,20 +580,3 @@ def test_lambda_update_under_mirrored_strategy(tmp_path):
     assert abs(steps - round(steps)) < 1e-3 and abs(round(steps)) <= 4 and round(steps) % 2 == 0
     assert 0.0 <= result["active"] <= 1.0
     assert result["gates"] == 16 * 3 * 4  # inference counters summed over replicas exactly once
-
-
-@tensorflow_only
-@pytest.mark.parametrize(
-    "name",
-    [
-        "keras_rankmixer.layers.sparse_moe",
-        "keras_rankmixer.layers.per_token_router",
-        "keras_rankmixer.training.moe_monitor",
-    ],
-)
-def test_docstring_examples(name):
-    import doctest
-    import importlib
-
-    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0
