@@ -57,3 +57,20 @@ def test_baseline_defaults_are_the_validated_mlp(name, cls):
         assert backbone.num_cross_layers == 3
     _, model = built("--model", name, "--dropout", "0.1", "--embedding-l2", "0")
     assert model.backbone.dropout == 0.1 and model.backbone.embedding_l2 == 0
+
+
+def test_tokenmixer_large_default_is_its_base_preset():
+    """`--model tokenmixer_large` starts from `tokenmixer_large_base` (#18): rankmixer_base's
+    shape, head and embedding L2 with TokenMixer-Large's block and slice tokens."""
+    from keras_rankmixer.models import TokenMixerLargeBackbone, TokenMixerLargeRanker
+
+    config, model = built("--model", "tokenmixer_large")
+    assert config["preset"] == "tokenmixer_large_base"
+    assert isinstance(model, TokenMixerLargeRanker)
+    backbone = model.backbone
+    assert isinstance(backbone, TokenMixerLargeBackbone)
+    size = (backbone.num_tokens, backbone.token_dim, backbone.num_layers, backbone.hidden_ratio)
+    assert size == (8, 64, 1, 4)
+    assert backbone.tokenizer == "slice" and backbone.readout == "flatten"
+    assert (model.tower_units, model.tower_batch_norm, model.tower_dropout) == (MLP, True, 0.2)
+    assert backbone.embedding_l2 == 0.01 and len(model.losses) == len(SPECS) - 1  # 2 tables

@@ -101,8 +101,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--embedding-l2",
         type=float,
         default=S,
-        help="L2 penalty on the embedding tables (default: 0.01 for rankmixer_base, dnn and "
-        "dcnv2; 0 otherwise)",
+        help="L2 penalty on the embedding tables (default: 0.01 for rankmixer_base, "
+        "tokenmixer_large_base, dnn and dcnv2; 0 otherwise)",
     )
     add_import_argument(m, default=S)
     t = p.add_argument_group("training")
