@@ -209,6 +209,8 @@ def build_family(
     embedding_skip: bool = False,
     fusion: str | None = None,
     fusion_heads: int = 10,
+    stream_2_units=None,
+    feature_gating: dict | None = None,
     tower_units=(400, 400, 400),
     tower_batch_norm: bool = True,
     tower_dropout: float = 0.2,
@@ -242,11 +244,23 @@ def build_family(
     - `fusion="bilinear"`: FinalMLP's two-stream head (Mao et al., AAAI 2023) without its
       feature gating: stream 1 is the tower MLP on the tokens, stream 2 the same MLP on the
       concatenated embeddings, and each task's logit is `w1.o1 + w2.o2 + sum_h o1_h W_h o2_h
-      + b` over `fusion_heads` chunks.
+      + b` over `fusion_heads` chunks. `stream_2_units` (default `tower_units`) sizes
+      stream 2's MLP (FinalMLP's Frappe config: stream 1 (400,), stream 2 (100,), 5 heads).
+    - `feature_gating`: FinalMLP's feature selection, with `fusion="bilinear"`: each stream
+      reads the embeddings times its own gate `2 * sigmoid(MLP(context))`, where the context
+      is the concatenated embeddings of the groups (or of the features' groups) in
+      `{"context_1": [...]}` /
+      `{"context_2": [...]}` (an empty list: a learned vector of the first group's width)
+      and the MLP has `"units"` (default (400,)) ReLU layers; stream 1 gates the embeddings
+      before the tokenizer.
+    - `tokenizer="none"`: no projection, the (gated) embeddings cut into T slices of E/T
+      values (with `num_layers=0`, flatten pooling and `fusion="bilinear"` this is FinalMLP
+      itself, the reference for the family's head; with blocks, e.g. `block="tml"` whose
+      small-init residual branches start near identity, the blocks refine raw embeddings).
     """
     import keras
 
-    from keras_rankmixer.features import build_inputs, embed_groups
+    from keras_rankmixer.features import build_inputs, embed_groups, group_order
     from keras_rankmixer.layers.feature_tokenizer import FeatureTokenizer
     from keras_rankmixer.layers.per_token_ffn import PerTokenFFN
     from keras_rankmixer.layers.rankmixer_block import RankMixerBlock
@@ -255,12 +269,41 @@ def build_family(
 
     if block not in ("rankmixer", "prenorm", "revert", "tml"):
         raise ValueError(f"`block` must be rankmixer, prenorm, revert or tml, got {block!r}.")
+    if feature_gating is not None and fusion != "bilinear":
+        raise ValueError("`feature_gating` needs `fusion='bilinear'` (FinalMLP's two streams).")
     inputs = build_inputs(features)
     groups = embed_groups(inputs, features)
-    if tokenizer == "field":
-        x = FeatureTokenizer(num_tokens, token_dim, name="tokenizer")(groups)
+    gated = {}
+    if feature_gating is not None:
+        names = group_order(features)
+        group_of = {f.name: f.group for f in features}
+        flat = groups[0] if len(groups) == 1 else keras.layers.Concatenate(name="gate_in")(groups)
+        for k in (1, 2):
+            context = []
+            for name in feature_gating.get(f"context_{k}", []):
+                g = name if name in names else group_of.get(name)
+                if g is None:
+                    raise ValueError(f"feature_gating context {name!r}: not a feature or group.")
+                context.append(groups[names.index(g)])
+            gated[k] = _FeatureGate(feature_gating.get("units", (400,)), name=f"feature_gate_{k}")(
+                [flat, *context]
+            )
+        groups_1 = [gated[1]]
+    else:
+        groups_1 = groups
+    if tokenizer == "none":  # no projection: the (gated) embeddings cut into T slices
+        e = groups_1[0] if len(groups_1) == 1 else keras.layers.Concatenate()(groups_1)
+        if e.shape[-1] % num_tokens:
+            raise ValueError(f"`tokenizer='none'`: width {e.shape[-1]} not divisible by T.")
+        x = keras.layers.Reshape((num_tokens, e.shape[-1] // num_tokens), name="tokens")(e)
+    elif tokenizer == "field":
+        x = FeatureTokenizer(num_tokens, token_dim, name="tokenizer")(groups_1)
     elif tokenizer == "mlp":
-        h = groups[0] if len(groups) == 1 else keras.layers.Concatenate(name="embeddings")(groups)
+        h = (
+            groups_1[0]
+            if len(groups_1) == 1
+            else keras.layers.Concatenate(name="embeddings")(groups_1)
+        )
         for i, units in enumerate(tokenizer_units):
             h = keras.layers.Dense(units, name=f"tokenizer_dense_{i}")(h)
             h = keras.layers.BatchNormalization(momentum=0.9, name=f"tokenizer_bn_{i}")(h)
@@ -272,12 +315,16 @@ def build_family(
 
         opts = dict(tokenizer_options or {})
         if tokenizer == "group":  # one token per semantic group (+ a global token)
-            x = GroupTokenizer(token_dim, name="tokenizer", **opts)(groups)
+            x = GroupTokenizer(token_dim, name="tokenizer", **opts)(groups_1)
             num_tokens = len(groups) + int(opts.get("global_token", True))
         else:
-            x = SharedMLPTokenizer(num_tokens, token_dim, name="tokenizer", **opts)(groups)
+            x = SharedMLPTokenizer(num_tokens, token_dim, name="tokenizer", **opts)(groups_1)
     else:
-        raise ValueError(f"`tokenizer` must be field, mlp, shared_mlp or group, got {tokenizer!r}.")
+        raise ValueError(
+            f"`tokenizer` must be field, mlp, shared_mlp, group or none, got {tokenizer!r}."
+        )
+    if tokenizer in ("group", "shared_mlp") and feature_gating is not None:
+        raise ValueError("`feature_gating` works with the field, mlp and none tokenizers.")
     if token_norm:
         x = keras.layers.LayerNormalization(name="token_norm")(x)
 
@@ -327,12 +374,15 @@ def build_family(
         flat = groups[0] if len(groups) == 1 else keras.layers.Concatenate(name="skip")(groups)
         pooled = keras.layers.Concatenate(name="tokens_and_embeddings")([pooled, flat])
     if fusion == "bilinear":
-        flat = (
-            groups[0] if len(groups) == 1 else keras.layers.Concatenate(name="stream_2_in")(groups)
-        )
+        if gated:
+            flat = gated[2]
+        elif len(groups) == 1:
+            flat = groups[0]
+        else:
+            flat = keras.layers.Concatenate(name="stream_2_in")(groups)
 
-        def stream(h, prefix):
-            for i, units in enumerate(tower_units):
+        def stream(h, prefix, layer_units):
+            for i, units in enumerate(layer_units):
                 h = keras.layers.Dense(units, name=f"{prefix}_{i}")(h)
                 if tower_batch_norm:
                     h = keras.layers.BatchNormalization(momentum=0.9, name=f"{prefix}_bn_{i}")(h)
@@ -341,7 +391,8 @@ def build_family(
                     h = keras.layers.Dropout(tower_dropout, name=f"{prefix}_dropout_{i}")(h)
             return h
 
-        o1, o2 = stream(pooled, "stream_1"), stream(flat, "stream_2")
+        o1 = stream(pooled, "stream_1", tower_units)
+        o2 = stream(flat, "stream_2", tower_units if stream_2_units is None else stream_2_units)
         outputs = {
             t: keras.layers.Activation("sigmoid", dtype="float32", name=t)(
                 _BilinearFusion(fusion_heads, name=f"{t}_fusion")([o1, o2])
@@ -394,6 +445,44 @@ def _bilinear_fusion_class():
 
 def _BilinearFusion(heads, **kwargs):
     return _bilinear_fusion_class()(heads, **kwargs)
+
+
+def _FeatureGate(units, **kwargs):
+    """FinalMLP's feature selection: `[x, *context] -> x * 2 * sigmoid(MLP(context))`."""
+    import keras
+    from keras import ops
+
+    class FeatureGate(keras.layers.Layer):
+        def __init__(self, units, **kwargs):
+            super().__init__(**kwargs)
+            self.units = tuple(units)
+
+        def build(self, shapes):
+            width = shapes[0][-1]
+            if len(shapes) == 1:  # no context features: a learned context vector
+                self.context = self.add_weight(shape=(1, 16), initializer="zeros", name="ctx")
+            self.hidden = [
+                keras.layers.Dense(u, activation="relu", name=f"dense_{i}")
+                for i, u in enumerate(self.units)
+            ]
+            self.gate = keras.layers.Dense(width, name="gate")
+            c = 16 if len(shapes) == 1 else sum(s[-1] for s in shapes[1:])
+            for layer in self.hidden:
+                layer.build((None, c))
+                c = layer.units
+            self.gate.build((None, c))
+
+        def call(self, inputs):
+            x, *context = inputs
+            if context:
+                c = context[0] if len(context) == 1 else ops.concatenate(context, axis=-1)
+            else:
+                c = ops.broadcast_to(self.context, (ops.shape(x)[0], 16))
+            for layer in self.hidden:
+                c = layer(c)
+            return x * 2.0 * ops.sigmoid(self.gate(c))
+
+    return FeatureGate(units, **kwargs)
 
 
 def build(name: str, specs, tasks, config: dict):

@@ -165,3 +165,50 @@ def test_skips_without_data(tmp_path, capsys):
     assert compare.main(argv) == 0
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last == {"benchmark": "census_income", "skipped": True}
+
+
+def test_feature_gate_matches_finalmlp_formula():
+    """FinalMLP's feature selection: x * 2 * sigmoid(W2 relu(W1 c + b1) + b2), in NumPy."""
+    rng = np.random.default_rng(0)
+    x, c = rng.normal(size=(4, 6)).astype("float32"), rng.normal(size=(4, 3)).astype("float32")
+    gate = compare._FeatureGate((5,), name="g")
+    out = np.asarray(gate([x, c]))
+    (w1, b1), (w2, b2) = [
+        [np.asarray(v) for v in layer.weights] for layer in gate.hidden + [gate.gate]
+    ]
+    logits = np.maximum(c @ w1 + b1, 0) @ w2 + b2
+    np.testing.assert_allclose(out, x * 2 / (1 + np.exp(-logits)), rtol=1e-5, atol=1e-6)
+    # no context: a learned vector, zeros at first -> the same gate for every row
+    free = np.asarray(compare._FeatureGate((5,), name="free")([x]))
+    np.testing.assert_allclose(free / x, np.broadcast_to((free / x)[:1], x.shape), rtol=1e-5)
+
+
+def test_family_finalmlp_head_with_gating_and_its_reference():
+    from keras_rankmixer.features import CategoricalFeature
+
+    specs = [CategoricalFeature(f"c{i}", vocabulary_size=5, embedding_dim=4) for i in range(4)]
+    head = dict(fusion="bilinear", fusion_heads=2, tower_units=[8], stream_2_units=[4])
+    gating = {"context_1": ["c0"], "context_2": ["c1"], "units": [6]}
+    x = {f"c{i}": np.array([1, 2, 3]) for i in range(4)}
+    family = compare.build_family(
+        specs, ["a"], num_tokens=4, token_dim=8, feature_gating=gating, **head
+    )
+    finalmlp = compare.build_family(
+        specs, ["a"], num_tokens=4, token_dim=8, num_layers=0, tokenizer="none",
+        feature_gating=gating, **head,
+    )  # fmt: skip
+    for model in (family, finalmlp):
+        y = np.asarray(model(x)["a"])
+        assert y.shape == (3, 1) and np.all((y > 0) & (y < 1))
+    names = {w.path.split("/")[0] for w in finalmlp.weights}
+    assert "tokenizer" not in names and {"feature_gate_1", "feature_gate_2"} <= names
+    assert "tokenizer" in {w.path.split("/")[0] for w in family.weights}
+    with pytest.raises(ValueError, match="fusion"):
+        compare.build_family(specs, ["a"], num_tokens=4, token_dim=8, feature_gating=gating)
+    with pytest.raises(ValueError, match="divisible"):
+        compare.build_family(specs, ["a"], num_tokens=3, token_dim=8, tokenizer="none")
+    # raw-embedding tokens refined by a TokenMixer-Large block (4 tokens of 4 values)
+    raw = compare.build_family(
+        specs, ["a"], num_tokens=4, token_dim=4, tokenizer="none", block="tml", num_heads=1
+    )
+    assert raw(x)["a"].shape == (3, 1)
