@@ -4,8 +4,9 @@ Reads `<run_dir>/model.keras` (which holds the feature specs; an old run's plain
 functional model takes them from `features.json`) and the reader options of
 `<run_dir>/config.json` (format, column names, hashed / ignored columns, labels), so the data
 is parsed exactly as in training. Writes `<run_dir>/evaluation.json` (or `--output`).
-`--model FILE.keras --data FILES` evaluates a model file alone (default reader options). The
-work is `keras_rankmixer.training.runner.evaluate_run`.
+`--model FILE.keras --data FILES` evaluates a model file alone (default reader options).
+`--reader` picks the reader (default: the run's, else `native`). The work is
+`keras_rankmixer.training.runner.evaluate_run`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,11 @@ import argparse
 import json
 import os
 
-from keras_rankmixer.commands import add_import_argument, add_read_arguments
+from keras_rankmixer.commands import (
+    add_import_argument,
+    add_read_arguments,
+    add_reader_argument,
+)
 
 
 def register(subparsers) -> None:
@@ -38,6 +43,7 @@ def register(subparsers) -> None:
     parser.add_argument("--batch-size", type=int, default=8192)
     parser.add_argument("--on-bad-rows", choices=["raise", "skip"], default=None)
     add_read_arguments(parser)  # replace the run's (or the default) reader options
+    add_reader_argument(parser, note=" (default: the run's config.json, else 'native')")
     parser.add_argument(
         "--output", default=None, help="metrics JSON (default run_dir/evaluation.json)"
     )
@@ -51,7 +57,12 @@ def run(args: argparse.Namespace) -> int:
     import_modules(args.imports)
     overrides = {k: getattr(args, k) for k in ("sequence_delimiter", "compression", "chunk_rows")}
     metrics = evaluate_run(
-        args.run_dir, args.data, args.batch_size, args.on_bad_rows, read_overrides=overrides
+        args.run_dir,
+        args.data,
+        args.batch_size,
+        args.on_bad_rows,
+        read_overrides=overrides,
+        reader=args.reader,
     )
     folder = args.run_dir if os.path.isdir(args.run_dir) else os.path.dirname(args.run_dir)
     path = args.output or os.path.join(folder, "evaluation.json")

@@ -13,7 +13,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from keras_rankmixer.commands import add_import_argument, add_read_arguments
+from keras_rankmixer.commands import (
+    add_import_argument,
+    add_read_arguments,
+    add_reader_argument,
+)
 
 
 def register(subparsers) -> None:
@@ -59,6 +63,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--ignore-columns", nargs="+", default=S)
     d.add_argument("--on-bad-rows", choices=["raise", "skip"], default=S)
     add_read_arguments(d, default=S)
+    add_reader_argument(d, default=S)
     d.add_argument(
         "--shuffle-chunks",
         type=int,

@@ -22,6 +22,12 @@ with the run-dir callbacks (`callbacks.training_callbacks`) -> `<run_dir>` (see 
   `metrics.json`) is not retrained unless `overwrite` is set; a changed config is refused.
 - **Bad data** fails before anything is written: every row of every split is checked first
   (`DataError` naming file, line and column), and empty splits are refused.
+- **The reader** (`config["reader"]`): `"native"` (the default) checks and streams the files
+  with `data.native.check_native_files` / `make_native_dataset` (CSV/TSV and TFRecord parsed
+  by TF ops in a parallel map; Parquet falls back to the Python reader), `"python"` with
+  `data.check_files` / `make_dataset`. Same values, report counts and errors; only the
+  shuffle order of the training rows differs. Statistics (`read_arrays`) are read by the
+  Python reader either way.
 - **SparseMoE** models (`model_kwargs: {"moe": {...}}`) also log each layer's active ratio
   and lambda (`moe/...` keys of history.json) and plot them to `moe_active_ratio.png`.
 
@@ -61,6 +67,7 @@ DEFAULTS: dict[str, Any] = {
     "sequence_delimiter": "|",  # between the ids of a sequence cell in text files
     "compression": None,  # TFRecord files: None, "GZIP" or "ZLIB" (text .gz is by name)
     "chunk_rows": 65_536,  # rows converted at a time by the readers
+    "reader": "native",  # "native": parsed by TF ops (data.native); "python": make_dataset
     "shuffle_chunks": 1,  # training rows are shuffled within windows of this many chunks
     "adapt_vocabulary": False,
     "synthetic_samples": 50_000,
@@ -91,6 +98,11 @@ DEFAULTS: dict[str, Any] = {
     "overwrite": False,
     "verbose": None,
 }
+
+#: The values of `config["reader"]`: which reader checks and streams the files.
+READERS = ("native", "python")
+#: Keys that do not change what a run computes (a finished / interrupted run may differ in them).
+_NOT_RUN_KEYS = ("verbose", "overwrite", "reader")
 
 #: The size keys (flags) of token-based models.
 SIZE_KEYS = ("num_tokens", "token_dim", "num_layers", "hidden_ratio")
@@ -201,6 +213,7 @@ def check_config(config: dict) -> dict:
     for key in ("batch_size", "epochs"):
         if not isinstance(config[key], int) or config[key] < 1:
             raise ValueError(f"`{key}` must be a positive int, got {key}={config[key]!r}.")
+    check_reader(config["reader"])
     if config["train"] and not config["features"]:
         raise ValueError(
             "`features` is required with `train` files (a JSON spec file, 'frappe', 'criteo' "
@@ -218,6 +231,15 @@ def check_config(config: dict) -> dict:
     import_modules(config["imports"])
     config["preset"] = resolve_preset(config["model"], config["preset"])
     return config
+
+
+def check_reader(reader: Any) -> None:
+    """`reader` is one of `READERS`, else a `ValueError` naming the key."""
+    if reader not in READERS:
+        raise ValueError(
+            f"`reader` must be one of {list(READERS)} ('native': TF ops, 'python': the "
+            f"generator reader), got reader={reader!r}."
+        )
 
 
 def config_changes(saved: dict, config: dict, ignore: Sequence[str] = ()) -> list[str]:
@@ -265,6 +287,21 @@ def read_options(
     return ReadOptions.from_config(config, **overrides)
 
 
+def reader_functions(reader: str) -> tuple[Callable, Callable]:
+    """`(check, make)` of a reader name (`READERS`): `check(paths, specs, labels, options=)`
+    returns the `ReadReport` of a validation pass, `make(paths, specs, labels, ...)` the
+    `tf.data` dataset (with `report`, `files` and `errors`). Looked up when called, so a
+    patched module attribute is what runs."""
+    check_reader(reader)
+    if reader == "python":
+        from keras_rankmixer import data
+
+        return data.check_files, data.make_dataset
+    from keras_rankmixer.data import native
+
+    return native.check_native_files, native.make_native_dataset
+
+
 def require_rows(split: str, paths: list[str], report) -> None:
     """A split without one usable row is an error (training on nothing, AUC of nothing)."""
     if report.rows_kept == 0:
@@ -282,9 +319,10 @@ def require_rows(split: str, paths: list[str], report) -> None:
 def raise_data_error(error: BaseException, *datasets) -> None:
     """Re-raise the reader's `DataError` that tf.data wrapped into `error`, if there is one.
 
-    A `make_dataset` generator that hits bad data raises inside tf.data's thread; Keras then
-    sees an `InvalidArgumentError` ending in `[[{{node PyFunc}}]]`. The dataset keeps the
-    original (`dataset.errors`): that is what the user needs to read.
+    A `make_dataset` generator (or a `make_native_dataset` block's `tf.py_function`) that hits
+    bad data raises inside tf.data's thread; Keras then sees an `InvalidArgumentError` naming
+    the py_function node (`[[{{node PyFunc}}]]`). The dataset keeps the original
+    (`dataset.errors`): that is what the user needs to read.
     """
     for ds in datasets:
         errors = getattr(ds, "errors", None)
@@ -294,13 +332,7 @@ def raise_data_error(error: BaseException, *datasets) -> None:
 
 def load_data(config: dict) -> dict:
     """Specs and splits: {"specs", "train", "valid", "test", "rows"}; arrays or datasets."""
-    from keras_rankmixer.data import (
-        adapt_vocabularies,
-        check_files,
-        make_click_data,
-        make_dataset,
-        read_arrays,
-    )
+    from keras_rankmixer.data import adapt_vocabularies, make_click_data, read_arrays
     from keras_rankmixer.features import adapt_features
 
     if not config["train"]:
@@ -316,6 +348,7 @@ def load_data(config: dict) -> dict:
             "rows": {"train": len(train.labels["click"])},
         }
     specs, hash_columns = load_specs(config)
+    check_files, make_dataset = reader_functions(config["reader"])
     # The training shard reads its part of the files; validation and test read all of them.
     options = {"train": read_options(config, hash_columns)}
     options["valid"] = options["test"] = options["train"].replace(shard_index=0, num_shards=1)
@@ -509,7 +542,7 @@ def build_and_train(
         changed = []
         if os.path.exists(config_path):
             with open(config_path) as f:
-                changed = config_changes(json.load(f), config, ("verbose", "overwrite"))
+                changed = config_changes(json.load(f), config, _NOT_RUN_KEYS)
         if changed:
             raise ValueError(
                 f"{run_dir} holds a finished run with a different config ({changed}); "
@@ -522,7 +555,7 @@ def build_and_train(
     if os.path.exists(config_path) and resuming:
         with open(config_path) as f:
             saved = json.load(f)
-        changed = config_changes(saved, config, ("verbose", "overwrite", "epochs"))
+        changed = config_changes(saved, config, (*_NOT_RUN_KEYS, "epochs"))
         if changed:
             raise ValueError(
                 f"{run_dir} holds an interrupted run with a different config ({changed}); "
@@ -668,12 +701,15 @@ def evaluate_run(
     on_bad_rows: str | None = None,
     progress: bool | None = None,
     read_overrides: Mapping[str, Any] | None = None,
+    reader: str | None = None,
 ) -> dict:
     """Exact AUC / logloss of a run's model on `data` files (default: the run's test files,
     else its validation files), read with the run's reader options; returns the metrics.
 
     `on_bad_rows` and `read_overrides` (other `ReadOptions` fields, e.g. `compression`,
-    `sequence_delimiter`, `chunk_rows`) replace the run's (or the defaults') reader options.
+    `sequence_delimiter`, `chunk_rows`) replace the run's (or the defaults') reader options;
+    `reader` (`READERS`) replaces the run's `config["reader"]` (default: `DEFAULTS`'s,
+    "native").
 
     The feature specs come from `model.keras` itself (`run_dir.load_run_model`; an old
     run's `features.json` for a plain functional model), the reader options, labels and
@@ -683,12 +719,15 @@ def evaluate_run(
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive int, got batch_size={batch_size!r}.")
+    if reader is not None:
+        check_reader(reader)
     overrides = {k: v for k, v in (read_overrides or {}).items() if v is not None}
     if run_dir.endswith(".keras") and not os.path.isdir(run_dir):
         if not data:
             raise ValueError(f"evaluating {run_dir} alone needs --data FILE.")
         options = read_options(DEFAULTS, on_bad_rows=on_bad_rows).replace(**overrides)
         specs, labels = files.saved_inputs(run_dir)  # labels: the model's task names
+        reader = reader or DEFAULTS["reader"]
     else:
         if not os.path.exists(os.path.join(run_dir, files.MODEL_FILE)):
             raise FileNotFoundError(
@@ -706,12 +745,13 @@ def evaluate_run(
         options = read_options(config, load_specs(config)[1] if named else (), on_bad_rows)
         options = options.replace(shard_index=0, num_shards=1, **overrides)  # all of the files
         specs, labels = files.saved_inputs(run_dir)[0], config["labels"]
+        reader = reader or config["reader"]
     # The data first, as `train` does: every row is checked before the (slow) model load, so
     # a bad row fails fast with the reader's DataError and files without a usable row are
     # refused. Only a model whose archive does not name its inputs is loaded first.
     checked = specs is not None and labels is not None
     if checked:
-        check_data(data, specs, labels, options)
+        check_data(data, specs, labels, options, reader)
     model, specs = files.load_run_model(run_dir)
     if labels is None:
         labels = list(model.output_names)
@@ -720,21 +760,24 @@ def evaluate_run(
             f"model {model.name!r} holds no feature specs and there is no {files.FEATURES_FILE}."
         )
     if not checked:
-        check_data(data, specs, labels, options)
-    return _evaluate(model, specs, labels, data, batch_size, options, progress)
+        check_data(data, specs, labels, options, reader)
+    return _evaluate(model, specs, labels, data, batch_size, options, progress, reader)
 
 
-def check_data(data: Sequence[str], specs: list, labels: Sequence[str], options) -> None:
-    """Every row of the `--data` files checked (`check_files`): the reader's `DataError` for a
-    bad row, and files without a usable row refused (`require_rows`)."""
-    from keras_rankmixer.data import check_files
-
+def check_data(
+    data: Sequence[str], specs: list, labels: Sequence[str], options, reader: str = "native"
+) -> None:
+    """Every row of the `--data` files checked (`check_files`, or `check_native_files` with
+    the native reader): the reader's `DataError` for a bad row, and files without a usable
+    row refused (`require_rows`)."""
+    check_files = reader_functions(reader)[0]
     require_rows("data", list(data), check_files(data, specs, labels, options=options))
 
 
-def _evaluate(model, specs, labels, data, batch_size, options, progress) -> dict:
-    from keras_rankmixer.data import make_dataset
+def _evaluate(model, specs, labels, data, batch_size, options, progress, reader) -> dict:
     from keras_rankmixer.training.metrics import evaluate_exact
+
+    make_dataset = reader_functions(reader)[1]
 
     dataset = make_dataset(data, specs, labels, batch_size=batch_size, options=options)
     if progress is None:
