@@ -10,9 +10,11 @@ Its config holds the feature specs (`features.feature_to_config`), so a saved `.
 describes its own inputs, and `Backbone.from_config(backbone.get_config())` rebuilds it.
 
 **Adding a backbone.** Subclass `Backbone`, build the graph in `__init__` with
-`feature_front_end`, call `super().__init__(inputs=..., outputs=..., features=..., ...)`,
-extend `get_config` with every argument, and register the class under a name, which also
-registers it with Keras' serialization (so `keras.saving.load_model` finds it):
+`feature_front_end`, end it with one call `super().__init__(inputs, outputs, features,
+arguments, ...)` (`arguments`: the class's own constructor arguments, which become its
+attributes and config keys), extend `get_config` only for values that need serializing, and
+register the class under a name, which also registers it with Keras' serialization (so
+`keras.saving.load_model` finds it):
 
 ```python
 from keras_rankmixer.models.backbone import Backbone, feature_front_end, register_backbone
@@ -24,15 +26,8 @@ class TokenMixerLargeBackbone(Backbone):
                  **kwargs):
         features, inputs, groups = feature_front_end(features, dtype=dtype)
         x = ...  # tokenizer, blocks, pooling -> (batch, width)
-        super().__init__(inputs=inputs, outputs=x, features=features, dtype=dtype, name=name,
-                         **kwargs)
-        self.num_tokens = num_tokens
-        ...
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"num_tokens": self.num_tokens, ...})
-        return config
+        own = {"num_tokens": num_tokens, ...}  # attributes and config keys
+        super().__init__(inputs, x, features, own, dtype=dtype, name=name, **kwargs)
 
     @classmethod
     def block_counts(cls, **config):  # only needed if the class has presets
@@ -189,6 +184,17 @@ def check_model_kwargs(cls: type, kwargs: Mapping[str, Any], allowed: Sequence[s
         raise TypeError(f"{cls.__name__} got unexpected keyword argument(s) {unknown}.")
 
 
+def from_config_with(
+    cls: type, config: Mapping[str, Any], key: str, deserialize: Callable[[dict], Any]
+) -> Any:
+    """`cls(**config)` with `config[key]` deserialized first where it is a dict (a serialized
+    object): the `from_config` of `Backbone` (its dtype policy) and `Ranker` (its backbone)."""
+    config = dict(config)
+    if isinstance(config.get(key), dict):
+        config[key] = deserialize(config[key])
+    return cls(**config)
+
+
 class Backbone(keras.Model):
     """Base class of the backbones: a functional model from raw features to `(batch, width)`.
 
@@ -196,7 +202,13 @@ class Backbone(keras.Model):
     feature specs here. The config holds the specs, the dtype policy and `embedding_l2`;
     subclasses add their own arguments (see the module docstring for the pattern).
 
+    A subclass ends its `__init__` with one call, what it built first, then what it passes
+    through: `super().__init__(inputs, x, features, own, embedding_l2=embedding_l2,
+    dtype=dtype, name=name, **kwargs)` (`features, inputs` from `feature_front_end`).
+
     Args:
+        inputs: The `keras.Input`s (`feature_front_end`'s), one per feature.
+        outputs: The `(batch, width)` representation built on them.
         features: The feature specs the inputs were built from (objects or
             `feature_to_config` dicts).
         embedding_l2: L2 penalty `embedding_l2 * sum(w**2)` on every embedding table (BARS'
@@ -206,7 +218,7 @@ class Backbone(keras.Model):
             attribute and a key of `get_config` (tuples as lists), so a subclass lists them
             once; it overrides `get_config` only for values that need serializing (e.g. an
             activation object).
-        **kwargs: `keras.Model` arguments (`inputs`, `outputs`, `name`, `trainable`).
+        **kwargs: `keras.Model` arguments (`name`, `trainable`).
 
     Example:
 
@@ -225,15 +237,17 @@ class Backbone(keras.Model):
 
     def __init__(
         self,
-        *args: Any,
+        inputs: Any,
+        outputs: Any,
         features: Sequence[Feature | Mapping],
+        arguments: Mapping[str, Any] | None = None,
+        *,
         embedding_l2: float = 0.0,
         dtype: DTypeLike = None,
-        arguments: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        check_model_kwargs(type(self), kwargs, allowed=("inputs", "outputs", "name"))
-        super().__init__(*args, **kwargs)
+        check_model_kwargs(type(self), kwargs, allowed=("name",))
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
         if dtype is not None:
             self.dtype_policy = keras.dtype_policies.get(dtype)
         self._features = tuple(check_features(features))
@@ -271,10 +285,7 @@ class Backbone(keras.Model):
 
     @classmethod
     def from_config(cls, config: dict) -> Backbone:
-        config = dict(config)
-        if isinstance(config.get("dtype"), dict):
-            config["dtype"] = keras.dtype_policies.get(config["dtype"])
-        return cls(**config)
+        return from_config_with(cls, config, "dtype", keras.dtype_policies.get)
 
     @classmethod
     def task_class_of(cls) -> type:

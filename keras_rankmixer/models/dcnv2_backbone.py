@@ -122,12 +122,5 @@ class DCNv2Backbone(Backbone):
             "batch_norm": batch_norm,
         }
         super().__init__(
-            inputs=inputs,
-            outputs=out,
-            features=features,
-            embedding_l2=embedding_l2,
-            dtype=dtype,
-            name=name,
-            arguments=own,
-            **kwargs,
+            inputs, out, features, own, embedding_l2=embedding_l2, dtype=dtype, name=name, **kwargs
         )

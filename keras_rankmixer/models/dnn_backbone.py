@@ -94,12 +94,5 @@ class DNNBackbone(Backbone):
         x = mlp(x, hidden_units, dropout, batch_norm, "mlp", dtype)
         own = {"hidden_units": hidden_units, "dropout": dropout, "batch_norm": batch_norm}
         super().__init__(
-            inputs=inputs,
-            outputs=x,
-            features=features,
-            embedding_l2=embedding_l2,
-            dtype=dtype,
-            name=name,
-            arguments=own,
-            **kwargs,
+            inputs, x, features, own, embedding_l2=embedding_l2, dtype=dtype, name=name, **kwargs
         )

@@ -11,7 +11,7 @@ import keras
 from keras_rankmixer.features import Feature
 from keras_rankmixer.layers._checks import check_rate
 from keras_rankmixer.layers.activations import get_activation
-from keras_rankmixer.models.backbone import Backbone, check_model_kwargs
+from keras_rankmixer.models.backbone import Backbone, check_model_kwargs, from_config_with
 from keras_rankmixer.models.compile_defaults import ranking_compile_arguments
 from keras_rankmixer.types import ActivationLike, DTypeLike
 
@@ -294,10 +294,7 @@ class Ranker(keras.Model):
 
     @classmethod
     def from_config(cls, config: dict) -> Ranker:
-        config = dict(config)
-        if isinstance(config.get("backbone"), dict):
-            config["backbone"] = keras.layers.deserialize(config["backbone"])
-        return cls(**config)
+        return from_config_with(cls, config, "backbone", keras.layers.deserialize)
 
     @classmethod
     def from_preset(

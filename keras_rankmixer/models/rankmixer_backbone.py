@@ -19,6 +19,10 @@ from keras_rankmixer.types import ActivationLike, DTypeLike, InitializerLike
 
 #: How the T output tokens become one representation.
 POOLINGS = ("mean", "flatten")
+#: The backbone's arguments it passes on to every `RankMixerBlock` (with the block's FFN).
+BLOCK_ARGUMENTS = ("hidden_ratio", "hidden_dim", "num_heads", "dropout", "activation",
+                   "use_token_mixing", "use_residual", "use_layer_norm", "shared_ffn",
+                   "kernel_initializer")  # fmt: skip
 
 
 def _serialize_activation(activation: ActivationLike) -> str | dict:
@@ -143,6 +147,26 @@ class RankMixerBackbone(Backbone):
         if kernel_initializer is not None:
             kernel_initializer = keras.initializers.get(kernel_initializer)
 
+        own = {
+            "num_tokens": num_tokens,
+            "token_dim": token_dim,
+            "num_layers": num_layers,
+            "hidden_ratio": hidden_ratio,
+            "hidden_dim": hidden_dim,
+            "num_heads": num_heads,
+            "dropout": dropout,
+            "activation": activation,
+            "kernel_initializer": kernel_initializer,
+            "shared_projection": shared_projection,
+            "use_token_mixing": use_token_mixing,
+            "use_residual": use_residual,
+            "use_layer_norm": use_layer_norm,
+            "shared_ffn": shared_ffn,
+            "moe": dict(moe) if moe is not None else None,
+            "pooling": pooling,
+        }
+        block_args = {k: own[k] for k in BLOCK_ARGUMENTS}
+
         # === Layers and graph ===
         features, inputs, groups = feature_front_end(features, dtype=dtype)
         x = FeatureTokenizer(
@@ -165,52 +189,13 @@ class RankMixerBackbone(Backbone):
             else:
                 ffn = None
             ffns.append(ffn)
-            x = RankMixerBlock(
-                hidden_ratio=hidden_ratio,
-                hidden_dim=hidden_dim,
-                num_heads=num_heads,
-                dropout=dropout,
-                activation=activation,
-                use_token_mixing=use_token_mixing,
-                use_residual=use_residual,
-                use_layer_norm=use_layer_norm,
-                shared_ffn=shared_ffn,
-                ffn=ffn,
-                kernel_initializer=kernel_initializer,
-                dtype=dtype,
-                name=f"block_{i}",
-            )(x)
+            x = RankMixerBlock(**block_args, ffn=ffn, dtype=dtype, name=f"block_{i}")(x)
         if pooling == "flatten":
             x = keras.layers.Flatten(dtype=dtype, name="flatten_tokens")(x)
         else:
             x = keras.layers.GlobalAveragePooling1D(dtype=dtype, name="mean_pool")(x)
-        own = {
-            "num_tokens": num_tokens,
-            "token_dim": token_dim,
-            "num_layers": num_layers,
-            "hidden_ratio": hidden_ratio,
-            "hidden_dim": hidden_dim,
-            "num_heads": num_heads,
-            "dropout": dropout,
-            "activation": activation,
-            "kernel_initializer": kernel_initializer,
-            "shared_projection": shared_projection,
-            "use_token_mixing": use_token_mixing,
-            "use_residual": use_residual,
-            "use_layer_norm": use_layer_norm,
-            "shared_ffn": shared_ffn,
-            "moe": dict(moe) if moe is not None else None,
-            "pooling": pooling,
-        }
         super().__init__(
-            inputs=inputs,
-            outputs=x,
-            features=features,
-            embedding_l2=embedding_l2,
-            dtype=dtype,
-            name=name,
-            arguments=own,
-            **kwargs,
+            inputs, x, features, own, embedding_l2=embedding_l2, dtype=dtype, name=name, **kwargs
         )
         # FFN layers given from outside (ffn_factory / block_ffns) go into the config.
         self._block_ffn_configs = (

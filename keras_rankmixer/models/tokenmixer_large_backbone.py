@@ -174,6 +174,8 @@ class TokenMixerLargeBackbone(Backbone):
         if tokenizer != "group" and num_tokens is None:
             raise ValueError(f"tokenizer={tokenizer!r} needs `num_tokens`, got num_tokens=None.")
         check_rate("tokenizer_dropout", tokenizer_dropout)
+        if moe is not None and not isinstance(moe, dict):  # the block's check, before the copy
+            raise ValueError(f"`moe` must be a dict of TokenMixerMoE arguments, got moe={moe!r}.")
         if not isinstance(inter_residual_every, int) or isinstance(inter_residual_every, bool):
             raise ValueError(
                 "`inter_residual_every` must be a non-negative int, "
@@ -187,6 +189,31 @@ class TokenMixerLargeBackbone(Backbone):
                 'readout="global" reads the global token of tokenizer="group" with '
                 f"global_token=True; got tokenizer={tokenizer!r}, global_token={global_token!r}."
             )
+
+        own = {
+            "token_dim": token_dim,
+            "num_layers": num_layers,
+            "hidden_ratio": hidden_ratio,
+            "num_tokens": num_tokens,
+            "tokenizer": tokenizer,
+            "global_token": bool(global_token),
+            "tokenizer_hidden_dim": tokenizer_hidden_dim,
+            "tokenizer_activation": tokenizer_activation,
+            "tokenizer_dropout": tokenizer_dropout,
+            "num_heads": num_heads,
+            "dropout": dropout,
+            "use_revert": use_revert,
+            "shared_ffn": shared_ffn,
+            "ffn": ffn,
+            "moe": dict(moe) if moe is not None else None,
+            "norm": norm,
+            "small_init": small_init,
+            "down_init_scale": down_init_scale,
+            "inter_residual_every": inter_residual_every,
+            "final_norm": final_norm,
+            "readout": readout,
+        }
+        block_args = {k: own[k] for k in ("hidden_ratio", *BLOCK_DEFAULTS)}
 
         # === Layers and graph ===
         features, inputs, groups = feature_front_end(features, dtype=dtype)
@@ -212,20 +239,7 @@ class TokenMixerLargeBackbone(Backbone):
             )
         residual, aux_layer_names = x, []
         for i in range(num_layers):
-            x = TokenMixerLargeBlock(
-                num_heads=num_heads,
-                hidden_ratio=hidden_ratio,
-                dropout=dropout,
-                use_revert=use_revert,
-                shared_ffn=shared_ffn,
-                ffn=ffn,
-                moe=moe,
-                norm=norm,
-                small_init=small_init,
-                down_init_scale=down_init_scale,
-                dtype=dtype,
-                name=f"block_{i}",
-            )(x)
+            x = TokenMixerLargeBlock(**block_args, dtype=dtype, name=f"block_{i}")(x)
             if inter_residual_every and (i + 1) % inter_residual_every == 0 and i < num_layers - 1:
                 name_i = f"inter_residual_{i}"
                 x = keras.layers.Add(dtype=dtype, name=name_i)([x, residual])
@@ -234,38 +248,8 @@ class TokenMixerLargeBackbone(Backbone):
         if final_norm:
             x = keras.layers.RMSNormalization(dtype=dtype, name="final_norm")(x)
         x = TokenReadout(readout, dtype=dtype, name="readout")(x)
-        own = {
-            "token_dim": token_dim,
-            "num_layers": num_layers,
-            "hidden_ratio": hidden_ratio,
-            "num_tokens": num_tokens,
-            "tokenizer": tokenizer,
-            "global_token": bool(global_token),
-            "tokenizer_hidden_dim": tokenizer_hidden_dim,
-            "tokenizer_activation": tokenizer_activation,
-            "tokenizer_dropout": tokenizer_dropout,
-            "num_heads": num_heads,
-            "dropout": dropout,
-            "use_revert": use_revert,
-            "shared_ffn": shared_ffn,
-            "ffn": ffn,
-            "moe": dict(moe) if moe is not None else None,
-            "norm": norm,
-            "small_init": small_init,
-            "down_init_scale": down_init_scale,
-            "inter_residual_every": inter_residual_every,
-            "final_norm": final_norm,
-            "readout": readout,
-        }
         super().__init__(
-            inputs=inputs,
-            outputs=x,
-            features=features,
-            embedding_l2=embedding_l2,
-            dtype=dtype,
-            name=name,
-            arguments=own,
-            **kwargs,
+            inputs, x, features, own, embedding_l2=embedding_l2, dtype=dtype, name=name, **kwargs
         )
         #: Number of tokens the blocks see.
         self.num_tokens_out = tokens_out
