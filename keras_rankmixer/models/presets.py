@@ -64,99 +64,67 @@ VALIDATED_TOWER: Mapping[str, Any] = types.MappingProxyType(
 )
 
 
+def _preset(
+    name: str,
+    backbone: str,
+    shape: tuple[int, int, int, float],
+    counts: tuple[int, int],
+    description: str,
+    paper_params: float | None = None,
+    task: Mapping[str, Any] | None = None,
+    **config: Any,
+) -> BackbonePreset:
+    """A `BackbonePreset` of `shape` = (T, D, L, k) (`num_tokens`, `token_dim`, `num_layers`,
+    `hidden_ratio`, first in its config, then `config`); `counts` = (block params, block
+    FLOPs per example)."""
+    keys = ("num_tokens", "token_dim", "num_layers", "hidden_ratio")
+    return BackbonePreset(
+        name=name,
+        backbone=backbone,
+        config={**dict(zip(keys, shape, strict=True)), **config},
+        description=description,
+        block_params=counts[0],
+        block_flops_per_sample=counts[1],
+        paper_params=paper_params,
+        task=task or {},
+    )
+
+
 BACKBONE_PRESETS: dict[str, BackbonePreset] = {
     p.name: p
     for p in (
-        BackbonePreset(
-            name="tiny",
-            backbone="rankmixer",
-            config={"num_tokens": 4, "token_dim": 32, "num_layers": 2, "hidden_ratio": 2},
-            description="Tests, demos and CPU runs.",
-            block_params=33_792,
-            block_flops_per_sample=65_536,
-        ),
+        _preset("tiny", "rankmixer", (4, 32, 2, 2), (33_792, 65_536), "Tests, demos and CPU runs."),
         # What validation favoured on Census-Income and Frappe_x1 (benchmarks/RESULTS.md,
         # "Defaults: what validation favours", #18): L=1, flatten pooling, the regularised
         # tower, embedding L2 0.01. The default of `rankmixer train --model rankmixer`.
-        BackbonePreset(
-            name="rankmixer_base",
-            backbone="rankmixer",
-            config={
-                "num_tokens": 8,
-                "token_dim": 64,
-                "num_layers": 1,
-                "hidden_ratio": 4,
-                "pooling": "flatten",
-                "embedding_l2": 0.01,
-            },
-            description="The validated default of `rankmixer train` (Census-Income, Frappe_x1): "
-            "flatten pooling, towers (400, 400, 400) + batch norm + dropout 0.2, embedding "
-            "L2 0.01.",
-            block_params=264_960,
-            block_flops_per_sample=524_288,
-            task=VALIDATED_TOWER,
+        _preset(
+            "rankmixer_base", "rankmixer", (8, 64, 1, 4), (264_960, 524_288),
+            "The validated default of `rankmixer train` (Census-Income, Frappe_x1): flatten "
+            "pooling, towers (400, 400, 400) + batch norm + dropout 0.2, embedding L2 0.01.",
+            task=VALIDATED_TOWER, pooling="flatten", embedding_l2=0.01,
         ),
-        BackbonePreset(
-            name="small",
-            backbone="rankmixer",
-            config={"num_tokens": 16, "token_dim": 192, "num_layers": 2, "hidden_ratio": 4},
-            description="A single-GPU model for public datasets.",
-            block_params=9_469_440,
-            block_flops_per_sample=18_874_368,
-        ),
-        BackbonePreset(
-            name="rankmixer_100m",
-            backbone="rankmixer",
-            config={
-                "num_tokens": 16,
-                "token_dim": 768,
-                "num_layers": 2,
-                "hidden_ratio": 2176 / 768,
-                "hidden_dim": 2176,
-            },
-            description="The paper's RankMixer-100M.",
-            block_params=107_055_104,
-            block_flops_per_sample=213_909_504,
-            paper_params=107e6,
-        ),
-        BackbonePreset(
-            name="rankmixer_1b",
-            backbone="rankmixer",
-            config={
-                "num_tokens": 32,
-                "token_dim": 1536,
-                "num_layers": 2,
-                "hidden_ratio": 5632 / 1536,
-                "hidden_dim": 5632,
-            },
-            description="The paper's RankMixer-1B.",
-            block_params=1_107_767_296,
-            block_flops_per_sample=2_214_592_512,
-            paper_params=1.1e9,
+        _preset("small", "rankmixer", (16, 192, 2, 4), (9_469_440, 18_874_368),
+                "A single-GPU model for public datasets."),
+        # The paper's two published sizes: FFN hidden h = hidden_dim, k = h / D.
+        *(
+            _preset(f"rankmixer_{size}", "rankmixer", (t, d, 2, h / d), counts,
+                    f"The paper's RankMixer-{size.upper()}.", paper, hidden_dim=h)
+            for size, t, d, h, counts, paper in (
+                ("100m", 16, 768, 2176, (107_055_104, 213_909_504), 107e6),
+                ("1b", 32, 1536, 5632, (1_107_767_296, 2_214_592_512), 1.1e9),
+            )
         ),
         # TokenMixer-Large's default for `rankmixer train --model tokenmixer_large` (#18,
         # benchmarks/RESULTS.md 2026-12-02): rankmixer_base's shape, head and L2 with
         # TokenMixer-Large's block. Slice tokens: the best of three tokenizers on Frappe_x1
         # validation and independent of the data's groups (the group tokenizer, better on
         # Census-Income by 0.0008, makes one token per group, so its size is the data's).
-        BackbonePreset(
-            name="tokenmixer_large_base",
-            backbone="tokenmixer_large",
-            config={
-                "num_tokens": 8,
-                "token_dim": 64,
-                "num_layers": 1,
-                "hidden_ratio": 4,
-                "tokenizer": "slice",
-                "readout": "flatten",
-                "embedding_l2": 0.01,
-            },
-            description="The default of `rankmixer train --model tokenmixer_large`: "
-            "rankmixer_base's shape with TokenMixer-Large's block, slice tokens, flatten "
-            "read-out, towers (400, 400, 400) + batch norm + dropout 0.2, embedding L2 0.01.",
-            block_params=795_776,
-            block_flops_per_sample=1_572_864,
-            task=VALIDATED_TOWER,
+        _preset(
+            "tokenmixer_large_base", "tokenmixer_large", (8, 64, 1, 4), (795_776, 1_572_864),
+            "The default of `rankmixer train --model tokenmixer_large`: rankmixer_base's shape "
+            "with TokenMixer-Large's block, slice tokens, flatten read-out, towers (400, 400, "
+            "400) + batch norm + dropout 0.2, embedding L2 0.01.",
+            task=VALIDATED_TOWER, tokenizer="slice", readout="flatten", embedding_l2=0.01,
         ),
         # TokenMixer-Large (#18): RankMixer's published (T, D) (head width D/T = 48 at 100M
         # and 1B, H = T) and budgets, L = 4 blocks (one inter-residual and one auxiliary
@@ -164,53 +132,18 @@ BACKBONE_PRESETS: dict[str, BackbonePreset] = {
         # (2 banks x T x (3Dh + 2h + D) + 2D per block) within 10% of 9.5M / 107M / 1.1B.
         # Shared-MLP tokenizer (T does not depend on the feature groups) and mean read-out.
         # Counts: `models.tokenmixer_large_backbone.block_counts` (tested against the layers).
-        BackbonePreset(
-            name="tokenmixer_large_small",
-            backbone="tokenmixer_large",
-            config={
-                "num_tokens": 16,
-                "token_dim": 192,
-                "num_layers": 4,
-                "hidden_ratio": 128 / 192,
-                "tokenizer": "shared_mlp",
-                "readout": "mean",
-            },
-            description="TokenMixer-Large at RankMixer-small's shape and size.",
-            block_params=9_496_064,
-            block_flops_per_sample=18_874_368,
-        ),
-        BackbonePreset(
-            name="tokenmixer_large_100m",
-            backbone="tokenmixer_large",
-            config={
-                "num_tokens": 16,
-                "token_dim": 768,
-                "num_layers": 4,
-                "hidden_ratio": 384 / 768,
-                "tokenizer": "shared_mlp",
-                "readout": "mean",
-            },
-            description="TokenMixer-Large at RankMixer-100M's shape and size.",
-            block_params=113_448_960,
-            block_flops_per_sample=226_492_416,
-        ),
-        BackbonePreset(
-            name="tokenmixer_large_1b",
-            backbone="tokenmixer_large",
-            config={
-                "num_tokens": 32,
-                "token_dim": 1536,
-                "num_layers": 4,
-                "hidden_ratio": 896 / 1536,
-                "tokenizer": "shared_mlp",
-                "readout": "mean",
-            },
-            description="TokenMixer-Large at RankMixer-1B's shape and size.",
-            block_params=1_057_828_864,
-            block_flops_per_sample=2_113_929_216,
+        *(
+            _preset(f"tokenmixer_large_{size}", "tokenmixer_large", (t, d, 4, h / d), counts,
+                    f"TokenMixer-Large at RankMixer-{like}'s shape and size.",
+                    tokenizer="shared_mlp", readout="mean")
+            for size, like, t, d, h, counts in (
+                ("small", "small", 16, 192, 128, (9_496_064, 18_874_368)),
+                ("100m", "100M", 16, 768, 384, (113_448_960, 226_492_416)),
+                ("1b", "1B", 32, 1536, 896, (1_057_828_864, 2_113_929_216)),
+            )
         ),
     )
-}
+}  # fmt: skip
 
 #: `{name: config}` of the RankMixer presets (the plain-dict view; a copy of the data).
 PRESETS: dict[str, dict] = {
