@@ -113,7 +113,18 @@ def train(files: str, *more: str) -> str:
     return f"train {files} --features {{d}}/features.json --run-dir {{r}} {' '.join(TINY + list(more))}"
 
 
+def bad_train_file(case: str, file: str, error: str) -> Case:
+    """Training on `{d}/<file>` fails with exit 2 and `[train] error: {d}/<file><error>`."""
+    return Case(case, train(f"--train {{d}}/{file}"), 2, f"[train] error: {{d}}/{file}{error}")
+
+
 NO_ROWS = "no data rows to use"
+MALFORMED = (
+    "malformed row: expected 5 fields, saw {} (columns: ['label', 'user', 'city', 'hist', "
+    "'price'])."
+)
+LABEL = "label must be 0 or 1 (value '{}')."
+ID = "not an integer id (value '{}')."
 CASES = [
     # ---- data errors: file, line, column; fail before anything is written
     Case("header_only_train", train("--train {d}/header.csv"), 2,
@@ -125,31 +136,20 @@ CASES = [
     Case("all_rows_skipped", train("--train {d}/allbad.csv --on-bad-rows skip"), 2,
          f"[train] error: --train {{d}}/allbad.csv: {NO_ROWS} (2 read, 2 skipped as bad); a "
          "header-only or empty split cannot be trained on."),
-    Case("short_row", train("--train {d}/short.csv"), 2,
-         "[train] error: {d}/short.csv, line 3: malformed row: expected 5 fields, saw 4 "
-         "(columns: ['label', 'user', 'city', 'hist', 'price'])."),
-    Case("extra_field", train("--train {d}/extra.csv"), 2,
-         "[train] error: {d}/extra.csv, line 3: malformed row: expected 5 fields, saw 6 "
-         "(columns: ['label', 'user', 'city', 'hist', 'price'])."),
-    Case("unknown_column", train("--train {d}/unknown.csv"), 2,
-         "[train] error: {d}/unknown.csv: unknown column(s) ['extra']; expected features "
-         "['user', 'city', 'hist', 'price'] and labels ['label'] (pass ignore_columns=[...] to "
-         "drop extra columns)."),
-    Case("missing_column", train("--train {d}/nocol.csv"), 2,
-         "[train] error: {d}/nocol.csv: missing column(s) ['price']; the file has columns "
-         "['label', 'user', 'city', 'hist']."),
-    Case("label_outside_01", train("--train {d}/label2.csv"), 2,
-         "[train] error: {d}/label2.csv, line 3, column 'label': label must be 0 or 1 "
-         "(value '2')."),
-    Case("nan_label", train("--train {d}/nanlabel.csv"), 2,
-         "[train] error: {d}/nanlabel.csv, line 3, column 'label': label must be 0 or 1 "
-         "(value 'nan')."),
-    Case("non_integer_id", train("--train {d}/badid.csv"), 2,
-         "[train] error: {d}/badid.csv, line 3, column 'user': not an integer id (value 'abc')."),
-    Case("fractional_id", train("--train {d}/fracid.csv"), 2,
-         "[train] error: {d}/fracid.csv, line 2, column 'user': not an integer id (value '3.5')."),
-    Case("empty_file", train("--train {d}/empty.csv"), 2,
-         "[train] error: {d}/empty.csv: empty file (expected a header line)."),
+    bad_train_file("short_row", "short.csv", ", line 3: " + MALFORMED.format(4)),
+    bad_train_file("extra_field", "extra.csv", ", line 3: " + MALFORMED.format(6)),
+    bad_train_file("unknown_column", "unknown.csv",
+                   ": unknown column(s) ['extra']; expected features ['user', 'city', 'hist', "
+                   "'price'] and labels ['label'] (pass ignore_columns=[...] to drop extra "
+                   "columns)."),
+    bad_train_file("missing_column", "nocol.csv",
+                   ": missing column(s) ['price']; the file has columns ['label', 'user', "
+                   "'city', 'hist']."),
+    bad_train_file("label_outside_01", "label2.csv", ", line 3, column 'label': " + LABEL.format(2)),
+    bad_train_file("nan_label", "nanlabel.csv", ", line 3, column 'label': " + LABEL.format("nan")),
+    bad_train_file("non_integer_id", "badid.csv", ", line 3, column 'user': " + ID.format("abc")),
+    bad_train_file("fractional_id", "fracid.csv", ", line 2, column 'user': " + ID.format(3.5)),
+    bad_train_file("empty_file", "empty.csv", ": empty file (expected a header line)."),
     Case("missing_path", train("--train {d}/nothere.csv"), 2,
          "[train] error: file not found: '{d}/nothere.csv'."),
     Case("bad_row_late_in_valid", train("--train {d}/train.csv --valid {d}/valid_late.csv"), 2,
