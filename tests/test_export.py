@@ -16,21 +16,17 @@ import textwrap
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
+from export_helpers import NO_KERAS, export_tiny, needs_tensorflow
+from helpers import keras_free_python, run_json_script
 
-pytestmark = pytest.mark.skipif(
-    keras.backend.backend() != "tensorflow", reason="SavedModel export needs TensorFlow"
-)
-
-import tensorflow as tf  # noqa: E402
-from helpers import keras_free_python, run_json_script  # noqa: E402
-
-from keras_rankmixer import (  # noqa: E402
+from keras_rankmixer import (
     CategoricalFeature,
     NumericFeature,
     SequenceFeature,
     build_from_preset,
 )
-from keras_rankmixer.export import (  # noqa: E402
+from keras_rankmixer.export import (
     MAX_WARMUP_RECORDS,
     SERVING_DEFAULT,
     TF_EXAMPLE_SIGNATURE,
@@ -41,7 +37,9 @@ from keras_rankmixer.export import (  # noqa: E402
     representative_inputs,
     warmup_records,
 )
-from keras_rankmixer.features import feature_to_config  # noqa: E402
+from keras_rankmixer.features import feature_to_config
+
+pytestmark = needs_tensorflow
 
 FEATURES = [
     CategoricalFeature("user", vocabulary_size=100, embedding_dim=8, group="user"),
@@ -74,30 +72,23 @@ def keras_predict(model, inputs) -> dict:
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    keras.utils.set_random_seed(7)
-    model = build_from_preset("tiny", FEATURES, tasks=TASKS)
-    # Give every embedding row a distinct value, so OOV rows really differ from known ones.
-    for w in model.weights:
-        w.assign(np.random.default_rng(len(w.path)).normal(0, 0.5, w.shape).astype("float32"))
-    base = str(tmp_path_factory.mktemp("export"))
-    result = export_saved_model(model, base, "ranker", features=FEATURES, warmup_batch_sizes=(1, 3))
-    return model, result, base
+    def distinct_weights(model):
+        # Give every embedding row a distinct value, so OOV rows really differ from known ones.
+        for w in model.weights:
+            w.assign(np.random.default_rng(len(w.path)).normal(0, 0.5, w.shape).astype("float32"))
+
+    return export_tiny(
+        tmp_path_factory,
+        "export",
+        FEATURES,
+        TASKS,
+        7,
+        prepare=distinct_weights,
+        features=FEATURES,
+        warmup_batch_sizes=(1, 3),
+    )
 
 
-#: The start of every script run in `keras_free_python()`: run as `python -S` with PYTHONPATH =
-#: a copy of site-packages without keras, keras_rankmixer (and its editable-install hook) and
-#: tf_keras; check they really fail to import.
-NO_KERAS = textwrap.dedent(
-    """
-    for name in ("keras_rankmixer", "keras", "tf_keras"):
-        try:
-            __import__(name)
-        except ImportError:
-            pass
-        else:
-            raise SystemExit(f"{name} is importable: the test would prove nothing")
-    """
-)
 LOADER_SCRIPT = NO_KERAS + textwrap.dedent(
     """
     import json, os, sys

@@ -9,27 +9,16 @@ from __future__ import annotations
 import json
 import math
 
-import keras
 import numpy as np
 import pytest
+import tensorflow as tf
+from export_helpers import export_tiny, needs_tensorflow
+from serving_double import grpc_server, rest_predict, rest_server
 
-pytestmark = pytest.mark.skipif(
-    keras.backend.backend() != "tensorflow", reason="SavedModel serving needs TensorFlow"
-)
-
-import tensorflow as tf  # noqa: E402
-from serving_double import grpc_server, rest_predict, rest_server  # noqa: E402
-
-from keras_rankmixer import (  # noqa: E402
-    CategoricalFeature,
-    FeatureError,
-    NumericFeature,
-    SequenceFeature,
-    build_from_preset,
-)
-from keras_rankmixer.cli import main as cli_main  # noqa: E402
-from keras_rankmixer.export import export_saved_model, make_examples  # noqa: E402
-from keras_rankmixer.serving import (  # noqa: E402
+from keras_rankmixer import CategoricalFeature, FeatureError, NumericFeature, SequenceFeature
+from keras_rankmixer.cli import main as cli_main
+from keras_rankmixer.export import make_examples
+from keras_rankmixer.serving import (
     GrpcClient,
     LocalClient,
     RestClient,
@@ -42,6 +31,8 @@ from keras_rankmixer.serving import (  # noqa: E402
     signatures_from_saved_model,
     validate_request,
 )
+
+pytestmark = needs_tensorflow
 
 FEATURES = [
     CategoricalFeature("user", vocabulary_size=100, embedding_dim=8, group="user"),
@@ -65,10 +56,9 @@ def request() -> dict:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    keras.utils.set_random_seed(3)
-    model = build_from_preset("tiny", FEATURES, tasks=TASKS)
-    base = tmp_path_factory.mktemp("serving")
-    result = export_saved_model(model, str(base), "ranker", version=3, warmup_batch_sizes=(1,))
+    model, result, _ = export_tiny(
+        tmp_path_factory, "serving", FEATURES, TASKS, 3, version=3, warmup_batch_sizes=(1,)
+    )
     tensors = {k: tf.constant(v) for k, v in request().items()}
     expected = {k: np.asarray(v) for k, v in model.predict(tensors, verbose=0).items()}
     return result, expected
