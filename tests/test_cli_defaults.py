@@ -74,3 +74,24 @@ def test_tokenmixer_large_default_is_its_base_preset():
     assert backbone.tokenizer == "slice" and backbone.readout == "flatten"
     assert (model.tower_units, model.tower_batch_norm, model.tower_dropout) == (MLP, True, 0.2)
     assert backbone.embedding_l2 == 0.01 and len(model.losses) == len(SPECS) - 1  # 2 tables
+
+
+def test_epochs_default_follows_the_validation_split(tmp_path):
+    """Up to 30 epochs where early stopping on validation AUC can end training (the
+    validation runs of RESULTS.md stopped after 4-31 epochs), 10 without a validation split;
+    a flag or config value wins."""
+    train = tmp_path / "t.csv"
+    train.write_text("label,a\n1,2\n")
+    files = ["--train", str(train), "--features", "frappe"]
+    assert built()[0]["epochs"] == 30  # synthetic data: it has a validation split
+    config = runner.check_config(
+        train_cmd.config_from_args(cli.build_parser().parse_args(["train", *files]))
+    )
+    assert config["epochs"] == 10
+    with_valid = [*files, "--valid", str(train)]
+    parsed = cli.build_parser().parse_args(["train", *with_valid])
+    assert runner.check_config(train_cmd.config_from_args(parsed))["epochs"] == 30
+    parsed = cli.build_parser().parse_args(["train", *with_valid, "--epochs", "4"])
+    assert runner.check_config(train_cmd.config_from_args(parsed))["epochs"] == 4
+    with pytest.raises(ValueError, match="epochs"):
+        runner.check_config({"epochs": 0})
