@@ -147,6 +147,7 @@ class RankMixerBackbone(Backbone):
         if kernel_initializer is not None:
             kernel_initializer = keras.initializers.get(kernel_initializer)
 
+        # === Own arguments: attributes and config keys; every block gets its share ===
         own = {
             "num_tokens": num_tokens,
             "token_dim": token_dim,

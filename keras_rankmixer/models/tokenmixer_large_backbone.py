@@ -190,6 +190,7 @@ class TokenMixerLargeBackbone(Backbone):
                 f"global_token=True; got tokenizer={tokenizer!r}, global_token={global_token!r}."
             )
 
+        # === Own arguments: attributes and config keys; every block gets its share ===
         own = {
             "token_dim": token_dim,
             "num_layers": num_layers,
