@@ -366,6 +366,7 @@ def test_streamed_data_error_exits_under_load(tmp_path):
         json.dump(FEATURES[:3], f)
     argv = ["--train", f"{d}/train.csv", "--features", f"{d}/features.json"]
     argv += ["--epochs", "1", "--batch-size", "64", "--run-dir", f"{d}/run", "--verbose", "0"]
+    argv += ["--reader", "python"]  # the generator path this test is about (native is default)
     proc = subprocess.Popen(
         [sys.executable, "-c", HANG_SCRIPT, "train", *argv],
         env=_env(),
