@@ -28,3 +28,15 @@ def test_input_pipeline_benchmark_tiny(capsys):
         assert r["python_rows_per_s"] > 0 and r["native_rows_per_s"] > 0 and r["speedup"] > 0
         assert r["train_samples_per_s"] > 0 and r["train_preset"] == "tiny"
     assert len(payload["loadavg_before"]) == 3 and len(payload["loadavg_after"]) == 3
+
+
+def test_input_stages_benchmark_tiny(capsys):
+    from benchmarks import input_stages
+
+    out = input_stages.main("--rows 3000 --rounds 2 --block-rows 512".split())
+    stages = out["cpu_us_per_row"]
+    assert list(stages) == ["read+split", "blocks", "blocks+cells", "native", "python"]
+    assert all(v > 0 for v in stages.values())
+    # each emulated stage does the previous one's work and more
+    assert stages["read+split"] < stages["blocks+cells"] and stages["blocks"] < stages["native"]
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == out
