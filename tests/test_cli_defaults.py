@@ -60,8 +60,9 @@ def test_baseline_defaults_are_the_validated_mlp(name, cls):
 
 
 def test_tokenmixer_large_default_is_its_base_preset():
-    """`--model tokenmixer_large` starts from `tokenmixer_large_base` (#18): rankmixer_base's
-    shape, head and embedding L2 with TokenMixer-Large's block and slice tokens."""
+    """`--model tokenmixer_large` starts from `tokenmixer_large_base` (#18): the group-tokenizer
+    config (one token per feature group + a global token, D=64, H=8, L=2, n=2, flatten
+    read-out) with rankmixer_base's head and embedding L2; T is the features' groups + 1."""
     from keras_rankmixer.models import TokenMixerLargeBackbone, TokenMixerLargeRanker
 
     config, model = built("--model", "tokenmixer_large")
@@ -69,11 +70,24 @@ def test_tokenmixer_large_default_is_its_base_preset():
     assert isinstance(model, TokenMixerLargeRanker)
     backbone = model.backbone
     assert isinstance(backbone, TokenMixerLargeBackbone)
-    size = (backbone.num_tokens, backbone.token_dim, backbone.num_layers, backbone.hidden_ratio)
-    assert size == (8, 64, 1, 4)
-    assert backbone.tokenizer == "slice" and backbone.readout == "flatten"
+    assert backbone.tokenizer == "group" and backbone.global_token
+    assert backbone.num_tokens is None and backbone.num_tokens_out == 3  # user, item + global
+    size = (backbone.token_dim, backbone.num_heads, backbone.num_layers, backbone.hidden_ratio)
+    assert size == (64, 8, 2, 2) and backbone.readout == "flatten"
     assert (model.tower_units, model.tower_batch_norm, model.tower_dropout) == (MLP, True, 0.2)
     assert backbone.embedding_l2 == 0.01 and len(model.losses) == len(SPECS) - 1  # 2 tables
+    assert model.aux_output_names == []  # L=2 with an inter-residual every 2: none inside
+
+    # slice tokens, as the README says: the tokenizer in model_kwargs and --num-tokens
+    args = cli.build_parser().parse_args(
+        ["train", "--model", "tokenmixer_large", "--num-tokens", "8"]
+    )
+    config = runner.check_config(train_cmd.config_from_args(args))
+    with pytest.raises(ValueError, match="num_tokens"):  # 8 is not 2 groups + 1
+        runner.build_model(config, SPECS)
+    slice_model = runner.build_model({**config, "model_kwargs": {"tokenizer": "slice"}}, SPECS)
+    assert slice_model.backbone.tokenizer == "slice"
+    assert slice_model.backbone.num_tokens_out == 8
 
 
 def test_epochs_default_follows_the_validation_split(tmp_path):

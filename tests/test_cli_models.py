@@ -167,15 +167,17 @@ def test_registered_backbone_from_a_user_module_train_export_predict(data_dir, t
 def test_tokenmixer_large_from_its_preset_with_the_size_flags(data_dir, tmp_path):
     run_dir = tmp_path / "tml"
     argv = flags(data_dir, run_dir, "--model", "tokenmixer_large")
-    argv += ["--num-tokens", "2", "--token-dim", "8", "--num-layers", "2", "--hidden-ratio", "1"]
+    # T = 2 groups (user, item) + the global token, as the preset's group tokenizer makes
+    argv += ["--num-tokens", "3", "--token-dim", "8", "--num-layers", "2", "--hidden-ratio", "1"]
     assert cli.main(argv) == 0
     saved = json.loads((run_dir / files.CONFIG_FILE).read_text())
     assert saved["preset"] == "tokenmixer_large_base"  # its smallest preset, the default
     model = keras.saving.load_model(run_dir / files.MODEL_FILE)
     backbone = model.backbone
     assert isinstance(backbone, TokenMixerLargeBackbone)
-    assert (backbone.num_tokens, backbone.token_dim, backbone.num_layers) == (2, 8, 2)
-    assert backbone.tokenizer == "slice" and backbone.readout == "flatten"  # the preset's
+    assert (backbone.num_tokens, backbone.token_dim, backbone.num_layers) == (3, 8, 2)
+    assert backbone.num_tokens_out == 3 and backbone.num_heads == 8  # the preset's H
+    assert backbone.tokenizer == "group" and backbone.readout == "flatten"  # the preset's
     assert (model.tower_units, model.tower_batch_norm, model.tower_dropout) == (
         (400, 400, 400),
         True,
@@ -213,7 +215,7 @@ def test_tokenmixer_large_trains_with_its_aux_losses_and_exports_without_them(
     kwargs = {"inter_residual_every": 1, "aux_loss_weight": 0.5, "tower_units": [4]}
     config.write_text(json.dumps({"model_kwargs": kwargs}))
     argv = flags(data_dir, run_dir, "--model", "tokenmixer_large", "--config", str(config))
-    argv += ["--num-tokens", "2", "--token-dim", "8", "--num-layers", "2", "--hidden-ratio", "1"]
+    argv += ["--token-dim", "8", "--num-layers", "2", "--hidden-ratio", "1"]  # T: 2 groups + 1
     assert cli.main(argv) == 0
     model = keras.saving.load_model(run_dir / files.MODEL_FILE)
     assert isinstance(model, TokenMixerLargeRanker) and model.aux_loss_weight == 0.5

@@ -92,7 +92,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "rankmixer_base, the validated T=8 D=64 L=1 k=4 with flatten pooling, towers (400, 400, "
         "400) + batch norm + dropout 0.2 and embedding L2 0.01; a backbone's smallest preset)",
     )
-    m.add_argument("--num-tokens", type=int, default=S, help="T (default: the preset's)")
+    m.add_argument(
+        "--num-tokens",
+        type=int,
+        default=S,
+        help="T (default: the preset's; tokenmixer_large_base: feature groups + 1)",
+    )
     m.add_argument("--token-dim", type=int, default=S, help="D (default: the preset's)")
     m.add_argument("--num-layers", type=int, default=S, help="L (default: the preset's)")
     m.add_argument("--hidden-ratio", type=float, default=S, help="k (default: the preset's)")

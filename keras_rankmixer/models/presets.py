@@ -5,6 +5,10 @@ the constructor arguments of its size (everything but the feature specs), a one-
 description, and the parameter and FLOP counts of its blocks, stated here and checked
 against the backbone class's `block_counts(**config)` (for RankMixer,
 `keras_rankmixer.flops.count_config`) by the tests (`tests/models/test_presets.py`).
+A preset whose token count the features decide (`num_tokens=None`: the group tokenizer makes
+one token per feature group plus a global token) states its counts at a reference T,
+`BackbonePreset.count_tokens` (the table shows T as "groups + 1" and the counts as "... (T=8)");
+`count_model` on a built model gives the numbers at the data's T.
 The README's preset table is `preset_table()` verbatim (also tested); after changing a preset,
 paste the output of `python -m keras_rankmixer.models.presets` into the README.
 
@@ -35,13 +39,17 @@ class BackbonePreset:
         backbone: Registry name of the backbone class (`register_backbone`).
         config: Constructor arguments other than `features`.
         description: One line for tables and `--help`.
-        block_params: Parameters of the blocks (Eq. 12 plus biases and LayerNorms).
-        block_flops_per_sample: Forward matmul FLOPs of the blocks per example.
+        block_params: Parameters of the blocks (Eq. 12 plus biases and LayerNorms), at
+            `count_tokens` tokens if the config's `num_tokens` is None.
+        block_flops_per_sample: Forward matmul FLOPs of the blocks per example (idem).
         paper_params: The paper's dense-parameter figure for this size, if it has one.
         task: Arguments of the task built on it (`Ranker`: `tower_units`,
             `tower_batch_norm`, `tower_dropout`, ...) that `Ranker.from_preset`,
             `build_from_preset` and `rankmixer train` use unless given; empty: the task's
             own defaults.
+        count_tokens: The reference T of the stated counts when the features decide T
+            (`config["num_tokens"]` None, e.g. the group tokenizer: groups + 1); None when the
+            config fixes T. `count_config()` is the config the counts are of.
     """
 
     name: str
@@ -52,10 +60,32 @@ class BackbonePreset:
     block_flops_per_sample: int
     paper_params: float | None = None
     task: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    count_tokens: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "config", types.MappingProxyType(dict(self.config)))
         object.__setattr__(self, "task", types.MappingProxyType(dict(self.task)))
+        data_tokens = "num_tokens" in self.config and self.config["num_tokens"] is None
+        if data_tokens != (self.count_tokens is not None):
+            raise ValueError(
+                f"preset {self.name!r}: `count_tokens` (the reference T of the stated counts) "
+                "is given exactly when the config's `num_tokens` is None, got "
+                f"num_tokens={self.config.get('num_tokens')!r}, count_tokens={self.count_tokens!r}."
+            )
+
+    def count_config(self) -> dict:
+        """The config the stated counts are of: `config`, with `num_tokens=count_tokens`
+        where the features decide T (`block_counts(**preset.count_config())` gives them).
+
+        Example:
+
+        >>> get_backbone_preset("tokenmixer_large_base").count_config()["num_tokens"]
+        8
+        """
+        config = dict(self.config)
+        if self.count_tokens is not None:
+            config["num_tokens"] = self.count_tokens
+        return config
 
 
 #: The validated head (benchmarks/RESULTS.md, issue #18): BARS' MLP as each task's tower.
@@ -67,16 +97,17 @@ VALIDATED_TOWER: Mapping[str, Any] = types.MappingProxyType(
 def _preset(
     name: str,
     backbone: str,
-    shape: tuple[int, int, int, float],
+    shape: tuple[int | None, int, int, float],
     counts: tuple[int, int],
     description: str,
     paper_params: float | None = None,
     task: Mapping[str, Any] | None = None,
+    count_tokens: int | None = None,
     **config: Any,
 ) -> BackbonePreset:
     """A `BackbonePreset` of `shape` = (T, D, L, k) (`num_tokens`, `token_dim`, `num_layers`,
-    `hidden_ratio`, first in its config, then `config`); `counts` = (block params, block
-    FLOPs per example)."""
+    `hidden_ratio`, first in its config, then `config`; T None: the features decide it);
+    `counts` = (block params, block FLOPs per example), at `count_tokens` tokens if T is None."""
     keys = ("num_tokens", "token_dim", "num_layers", "hidden_ratio")
     return BackbonePreset(
         name=name,
@@ -87,6 +118,7 @@ def _preset(
         block_flops_per_sample=counts[1],
         paper_params=paper_params,
         task=task or {},
+        count_tokens=count_tokens,
     )
 
 
@@ -115,16 +147,20 @@ BACKBONE_PRESETS: dict[str, BackbonePreset] = {
             )
         ),
         # TokenMixer-Large's default for `rankmixer train --model tokenmixer_large` (#18,
-        # benchmarks/RESULTS.md 2026-12-02): rankmixer_base's shape, head and L2 with
-        # TokenMixer-Large's block. Slice tokens: the best of three tokenizers on Frappe_x1
-        # validation and independent of the data's groups (the group tokenizer, better on
-        # Census-Income by 0.0008, makes one token per group, so its size is the data's).
+        # benchmarks/RESULTS.md): the group-tokenizer config, ahead of slice tokens at
+        # rankmixer_base's shape on Census-Income validation (0.9751 vs 0.9743) and on the
+        # held-out synthetic set (test AUC click / like 0.7787 / 0.7437 vs 0.7705 / 0.7269,
+        # 3 seeds); behind only on Frappe_x1 (0.9780 vs 0.9812). One MLP token per feature
+        # group plus a global token: T = groups + 1, decided by the features, so the counts
+        # are stated at a reference T = 8 (7 groups + global; `count_tokens`).
         _preset(
-            "tokenmixer_large_base", "tokenmixer_large", (8, 64, 1, 4), (795_776, 1_572_864),
-            "The default of `rankmixer train --model tokenmixer_large`: rankmixer_base's shape "
-            "with TokenMixer-Large's block, slice tokens, flatten read-out, towers (400, 400, "
-            "400) + batch norm + dropout 0.2, embedding L2 0.01.",
-            task=VALIDATED_TOWER, tokenizer="slice", readout="flatten", embedding_l2=0.01,
+            "tokenmixer_large_base", "tokenmixer_large", (None, 64, 2, 2), (796_928, 1_572_864),
+            "The default of `rankmixer train --model tokenmixer_large`: group tokenizer (one "
+            "token per feature group + a global token, so T = groups + 1, set by the features; "
+            "counts at T=8), H=8 heads, pSwiGLU n=2, flatten read-out, towers (400, 400, 400) "
+            "+ batch norm + dropout 0.2, embedding L2 0.01.",
+            task=VALIDATED_TOWER, count_tokens=8, tokenizer="group", num_heads=8,
+            readout="flatten", embedding_l2=0.01,
         ),
         # TokenMixer-Large (#18): RankMixer's published (T, D) (head width D/T = 48 at 100M
         # and 1B, H = T) and budgets, L = 4 blocks (one inter-residual and one auxiliary
@@ -215,13 +251,16 @@ def preset_table() -> str:
             ffn = f"{hidden} ({ratio})"
         else:
             ffn = "-"
-        params = _human(p.block_params)
+        params, flops = _human(p.block_params), _human(p.block_flops_per_sample)
         if p.paper_params:
             params += f" (paper: {_human(p.paper_params)})"
         cells = [c.get(k, "-") for k in ("num_tokens", "token_dim", "num_layers")]
+        if p.count_tokens is not None:  # the features decide T: counts at the reference T
+            cells[0] = "groups + 1" if c.get("global_token", True) else "groups"
+            params, flops = (f"{x} (T={p.count_tokens})" for x in (params, flops))
         rows.append(
             f"| `{p.name}` | {p.backbone} | {' | '.join(map(str, cells))} | {ffn} | {params} | "
-            f"{_human(p.block_flops_per_sample)} | {p.description} |"
+            f"{flops} | {p.description} |"
         )
     return "\n".join(rows)
 

@@ -11,6 +11,7 @@ import pytest
 import keras_rankmixer as kr
 from keras_rankmixer.models.presets import (
     BACKBONE_PRESETS,
+    BackbonePreset,
     get_backbone_preset,
     preset_names,
     preset_table,
@@ -24,13 +25,32 @@ SPECS = [kr.CategoricalFeature("a", vocabulary_size=10, embedding_dim=8)]
 @pytest.mark.parametrize("name", sorted(BACKBONE_PRESETS))
 def test_stated_counts_match_the_backbone_counter(name):
     preset = get_backbone_preset(name)
-    counts = kr.get_backbone_class(preset.backbone).block_counts(**preset.config)
+    counts = kr.get_backbone_class(preset.backbone).block_counts(**preset.count_config())
     assert counts == {
         "block_params": preset.block_params,
         "block_flops_per_sample": preset.block_flops_per_sample,
     }
     if preset.paper_params:
         assert abs(preset.block_params - preset.paper_params) / preset.paper_params < 0.10
+    if preset.count_tokens is None:  # the config fixes T: the counts are of the config itself
+        assert preset.count_config() == dict(preset.config)
+
+
+def test_counts_of_a_preset_whose_features_decide_t():
+    """`tokenmixer_large_base` leaves T to the features (group tokenizer: groups + 1), so its
+    counts are stated at the reference T `count_tokens` = 8; `count_tokens` is required exactly
+    when `num_tokens` is None."""
+    base = get_backbone_preset("tokenmixer_large_base")
+    assert base.config["num_tokens"] is None and base.count_tokens == 8
+    assert base.count_config() == {**base.config, "num_tokens": 8}
+    assert (base.block_params, base.block_flops_per_sample) == (796_928, 1_572_864)
+    assert all(
+        get_backbone_preset(n).count_tokens is None for n in BACKBONE_PRESETS if n != base.name
+    )
+    with pytest.raises(ValueError, match="count_tokens"):
+        BackbonePreset("x", "tokenmixer_large", {"num_tokens": None}, "d", 1, 1)
+    with pytest.raises(ValueError, match="count_tokens"):
+        BackbonePreset("x", "rankmixer", {"num_tokens": 4}, "d", 1, 1, count_tokens=4)
 
 
 def test_rankmixer_counts_are_the_config_counter():
@@ -94,9 +114,14 @@ def test_readme_table_is_the_preset_data():
         (row,) = [r for r in rows if r.startswith(f"| `{name}` |")]
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert cells[1] == preset.backbone
-        assert [int(c) for c in cells[2:5]] == [
-            preset.config[k] for k in ("num_tokens", "token_dim", "num_layers")
+        tokens = preset.config["num_tokens"]
+        assert cells[2] == ("groups + 1" if tokens is None else str(tokens))
+        assert [int(c) for c in cells[3:5]] == [
+            preset.config[k] for k in ("token_dim", "num_layers")
         ]
+        if preset.count_tokens is not None:  # the counts at the reference T, said so
+            assert cells[6].endswith(f"(T={preset.count_tokens})")
+            assert cells[7].endswith(f"(T={preset.count_tokens})")
 
 
 def test_plain_dict_view_for_existing_callers():

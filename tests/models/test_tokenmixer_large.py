@@ -224,8 +224,9 @@ def test_presets_counts_and_from_preset():
         "tokenmixer_large_base",
         "tokenmixer_large_small",
     ]
-    base = BACKBONE_PRESETS["tokenmixer_large_base"]  # the CLI default: its counts stated
-    assert TokenMixerLargeBackbone.block_counts(**base.config) == {
+    base = BACKBONE_PRESETS["tokenmixer_large_base"]  # the CLI default: counts at T = 8
+    assert base.config["num_tokens"] is None and base.count_tokens == 8
+    assert TokenMixerLargeBackbone.block_counts(**base.count_config()) == {
         "block_params": base.block_params,
         "block_flops_per_sample": base.block_flops_per_sample,
     }
@@ -241,6 +242,46 @@ def test_presets_counts_and_from_preset():
         assert p.config["token_dim"] % p.config["num_tokens"] == 0  # H = T heads
     small = TokenMixerLargeBackbone.from_preset("tokenmixer_large_small", SPECS, num_layers=2)
     assert small.num_layers == 2 and small.num_tokens_out == 16
+
+
+def blocks_counted(b):
+    """Parameters and forward FLOPs per example of a built backbone's blocks."""
+    blocks = [b.get_layer(f"block_{i}") for i in range(b.num_layers)]
+    params = sum(int(np.prod(w.shape)) for blk in blocks for w in blk.weights)
+    flops = sum(
+        layer.flops_per_sample()
+        for blk in blocks
+        for layer in blk._flatten_layers(include_self=False)
+        if hasattr(layer, "flops_per_sample")
+    )
+    return {"block_params": params, "block_flops_per_sample": flops}
+
+
+@pytest.mark.parametrize(
+    "specs,groups",
+    [
+        (SPECS, 3),  # user, item, context
+        # no `group` given: every feature is in the one group "default"
+        ([kr.CategoricalFeature("a", vocabulary_size=9), kr.NumericFeature("b")], 1),
+    ],
+)
+def test_base_preset_takes_t_from_the_feature_groups(specs, groups):
+    """`tokenmixer_large_base` is the group-tokenizer config (D=64, H=8, L=2, n=2, flatten,
+    L2 0.01): T = groups + 1, and its blocks count as `block_counts` at that T."""
+    b = TokenMixerLargeBackbone.from_preset("tokenmixer_large_base", specs)
+    assert b.tokenizer == "group" and b.global_token and b.num_tokens is None
+    assert b.num_tokens_out == groups + 1
+    assert (b.token_dim, b.num_heads, b.num_layers, b.hidden_ratio) == (64, 8, 2, 2)
+    assert b.readout == "flatten" and b.embedding_l2 == 0.01
+    assert tuple(b.output.shape) == (None, (groups + 1) * 64)
+    config = {**BACKBONE_PRESETS["tokenmixer_large_base"].config, "num_tokens": groups + 1}
+    expected = TokenMixerLargeBackbone.block_counts(**config)
+    assert blocks_counted(b) == expected
+    if groups == 3:  # T = 4: two banks of 8 mixed tokens of width 32 / 4 tokens of width 64
+        assert expected == {"block_params": 300_224, "block_flops_per_sample": 589_824}
+    # the tokenizer checks an explicit T against the groups
+    with pytest.raises(ValueError, match="num_tokens"):
+        TokenMixerLargeBackbone.from_preset("tokenmixer_large_base", specs, num_tokens=8)
 
 
 def test_ranker_from_preset_builds_the_backbones_task():
