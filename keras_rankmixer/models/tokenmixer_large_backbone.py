@@ -4,6 +4,7 @@ and `TokenMixerLargeRanker` (a `Ranker` that adds TokenMixer-Large's auxiliary l
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -226,6 +227,14 @@ class TokenMixerLargeBackbone(Backbone):
             "name": "tokenizer",
         }
         if tokenizer == "group":
+            if len(groups) == 1:
+                warnings.warn(
+                    "TokenMixer-Large's group tokenizer got a single feature group, so it makes "
+                    f"{1 + int(global_token)} token(s): give the features semantic groups (the "
+                    "`group` of each feature spec) or use tokenizer='slice' or 'shared_mlp' "
+                    "with `num_tokens`.",
+                    stacklevel=2,
+                )
             layer = GroupTokenizer(token_dim, global_token=global_token, **mlp_args)
         elif tokenizer == "shared_mlp":
             layer = SharedMLPTokenizer(num_tokens, token_dim, **mlp_args)

@@ -6,6 +6,8 @@ Kept fast: the one XLA (`jit_compile=True`) fit is the mixed_bfloat16 one, of th
 model that still has an auxiliary head (2 blocks, inter-residual every block), for 2 steps; the
 learning check fits eagerly (no graph to trace or compile)."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -268,7 +270,12 @@ def blocks_counted(b):
 def test_base_preset_takes_t_from_the_feature_groups(specs, groups):
     """`tokenmixer_large_base` is the group-tokenizer config (D=64, H=8, L=2, n=2, flatten,
     L2 0.01): T = groups + 1, and its blocks count as `block_counts` at that T."""
-    b = TokenMixerLargeBackbone.from_preset("tokenmixer_large_base", specs)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        b = TokenMixerLargeBackbone.from_preset("tokenmixer_large_base", specs)
+    # one group only: a warning says how to get more tokens
+    said = [str(w.message) for w in caught if "single feature group" in str(w.message)]
+    assert len(said) == (groups == 1) and all("2 token(s)" in m for m in said)
     assert b.tokenizer == "group" and b.global_token and b.num_tokens is None
     assert b.num_tokens_out == groups + 1
     assert (b.token_dim, b.num_heads, b.num_layers, b.hidden_ratio) == (64, 8, 2, 2)
