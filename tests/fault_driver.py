@@ -7,7 +7,8 @@ returned (or argparse's `SystemExit` code), what the command printed on stdout a
 by SIGALRM and recorded with status "timeout" (the suite then fails it). The process leaves
 with `os._exit`, so nothing can hang at interpreter shutdown either.
 
-Usage: python tests/fault_driver.py CASES.json RESULTS.json
+Usage: python tests/fault_driver.py CASES.json RESULTS.json (or, from a test,
+`run_in_subprocess(directory, table, env, slack_s)`)
 """
 
 from __future__ import annotations
@@ -53,6 +54,28 @@ def run_case(case: dict) -> dict:
         "stderr": err.getvalue(),
         "seconds": round(time.time() - start, 2),
     }
+
+
+def run_in_subprocess(directory: str, table: list[dict], env: dict, slack_s: int) -> dict:
+    """Run the cases of `table` with this script in a fresh Python (cwd `directory`), within
+    `slack_s` seconds more than the cases' limits; `{id: result}`."""
+    import subprocess
+
+    cases_path = os.path.join(directory, "cases.json")
+    results_path = os.path.join(directory, "results.json")
+    with open(cases_path, "w") as f:
+        json.dump(table, f)
+    subprocess.run(
+        [sys.executable, os.path.abspath(__file__), cases_path, results_path],
+        env=env,
+        cwd=directory,
+        timeout=slack_s + sum(c["limit_s"] for c in table),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=True,
+    )
+    with open(results_path) as f:
+        return {r["id"]: r for r in json.load(f)}
 
 
 def main() -> None:

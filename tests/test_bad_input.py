@@ -23,6 +23,7 @@ import time
 
 import numpy as np
 import pytest
+from fault_driver import run_in_subprocess
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -248,22 +249,7 @@ def results(tmp_path_factory):
         r = _run_dir(d, case)
         argv = _fill(case.argv, d, r).split()
         table.append({"id": case.id, "argv": argv, "limit_s": case.limit_s + 30})
-    cases_path = os.path.join(d, "cases.json")
-    results_path = os.path.join(d, "results.json")
-    with open(cases_path, "w") as f:
-        json.dump(table, f)
-    subprocess.run(
-        [sys.executable, os.path.join(HERE, "fault_driver.py"), cases_path, results_path],
-        env=_env(),
-        cwd=d,
-        timeout=60 + sum(c["limit_s"] for c in table),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        check=True,
-    )
-    with open(results_path) as f:
-        got = {r["id"]: r for r in json.load(f)}
-    return d, got
+    return d, run_in_subprocess(d, table, _env(), slack_s=60)
 
 
 def test_setup_run_finished(results):

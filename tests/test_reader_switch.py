@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from fault_driver import run_in_subprocess
 
 from keras_rankmixer import cli
 from keras_rankmixer.commands import train as train_cmd
@@ -25,7 +24,6 @@ from keras_rankmixer.data import native
 from keras_rankmixer.features import feature_to_config
 from keras_rankmixer.training import runner
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 COLUMNS = "label,user,city,hist,price"
 FEATURES = [
     {"kind": "categorical", "name": "user", "vocabulary_size": 20, "embedding_dim": 4},
@@ -293,21 +291,8 @@ def fault_results(tmp_path_factory):
             argv = f"train {files} --features {{d}}/features.json --run-dir {run_dir} "
             argv = (argv + TINY_FLAGS + flag).replace("{d}", d)
             table.append({"id": f"{case}-{flag_id}", "argv": argv.split(), "limit_s": 60})
-    cases_path, results_path = os.path.join(d, "cases.json"), os.path.join(d, "results.json")
-    with open(cases_path, "w") as f:
-        json.dump(table, f)
     env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
-    subprocess.run(
-        [sys.executable, os.path.join(HERE, "fault_driver.py"), cases_path, results_path],
-        env=env,
-        cwd=d,
-        timeout=120 + sum(c["limit_s"] for c in table),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        check=True,
-    )
-    with open(results_path) as f:
-        return d, {r["id"]: r for r in json.load(f)}
+    return d, run_in_subprocess(d, table, env, slack_s=120)
 
 
 @pytest.mark.parametrize("flag_id", list(READER_FLAGS))
