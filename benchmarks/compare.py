@@ -250,7 +250,7 @@ def build_family(
       reads the embeddings times its own gate `2 * sigmoid(MLP(context))`, where the context
       is the concatenated embeddings of the groups (or of the features' groups) in
       `{"context_1": [...]}` /
-      `{"context_2": [...]}` (an empty list: a learned vector of the first group's width)
+      `{"context_2": [...]}` (an empty list: a learned vector of `_FREE_CONTEXT` values)
       and the MLP has `"units"` (default (400,)) ReLU layers; stream 1 gates the embeddings
       before the tokenizer.
     - `tokenizer="none"`: no projection, the (gated) embeddings cut into T slices of E/T
@@ -447,6 +447,10 @@ def _BilinearFusion(heads, **kwargs):
     return _bilinear_fusion_class()(heads, **kwargs)
 
 
+#: Width of the learned context vector of a gate without context features.
+_FREE_CONTEXT = 16
+
+
 def _FeatureGate(units, **kwargs):
     """FinalMLP's feature selection: `[x, *context] -> x * 2 * sigmoid(MLP(context))`."""
     import keras
@@ -460,13 +464,15 @@ def _FeatureGate(units, **kwargs):
         def build(self, shapes):
             width = shapes[0][-1]
             if len(shapes) == 1:  # no context features: a learned context vector
-                self.context = self.add_weight(shape=(1, 16), initializer="zeros", name="ctx")
+                self.context = self.add_weight(
+                    shape=(1, _FREE_CONTEXT), initializer="zeros", name="ctx"
+                )
             self.hidden = [
                 keras.layers.Dense(u, activation="relu", name=f"dense_{i}")
                 for i, u in enumerate(self.units)
             ]
             self.gate = keras.layers.Dense(width, name="gate")
-            c = 16 if len(shapes) == 1 else sum(s[-1] for s in shapes[1:])
+            c = _FREE_CONTEXT if len(shapes) == 1 else sum(s[-1] for s in shapes[1:])
             for layer in self.hidden:
                 layer.build((None, c))
                 c = layer.units
@@ -477,7 +483,7 @@ def _FeatureGate(units, **kwargs):
             if context:
                 c = context[0] if len(context) == 1 else ops.concatenate(context, axis=-1)
             else:
-                c = ops.broadcast_to(self.context, (ops.shape(x)[0], 16))
+                c = ops.broadcast_to(self.context, (ops.shape(x)[0], _FREE_CONTEXT))
             for layer in self.hidden:
                 c = layer(c)
             return x * 2.0 * ops.sigmoid(self.gate(c))
