@@ -17,6 +17,17 @@ from benchmarks.serving import keras_free_python as keras_free_python  # noqa: E
 
 BACKEND = keras.backend.backend()
 
+#: The columns and feature specs of the CLI fault suites' small CSV files
+#: (tests/test_bad_input.py, tests/test_reader_switch.py): ids, string ids, a sequence and a
+#: numeric feature.
+COLUMNS = "label,user,city,hist,price"
+FEATURES = [
+    {"kind": "categorical", "name": "user", "vocabulary_size": 20, "embedding_dim": 4},
+    {"kind": "categorical", "name": "city", "vocabulary": ["a", "b"], "dtype": "string"},
+    {"kind": "sequence", "name": "hist", "vocabulary_size": 30, "max_length": 5},
+    {"kind": "numeric", "name": "price", "embedding_dim": 4, "group": "item"},
+]
+
 
 def to_numpy(x) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(x))

@@ -24,16 +24,10 @@ import time
 import numpy as np
 import pytest
 from fault_driver import run_in_subprocess
+from helpers import COLUMNS, FEATURES
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-COLUMNS = "label,user,city,hist,price"
-FEATURES = [
-    {"kind": "categorical", "name": "user", "vocabulary_size": 20, "embedding_dim": 4},
-    {"kind": "categorical", "name": "city", "vocabulary": ["a", "b"], "dtype": "string"},
-    {"kind": "sequence", "name": "hist", "vocabulary_size": 30, "max_length": 5},
-    {"kind": "numeric", "name": "price", "embedding_dim": 4, "group": "item"},
-]
 TINY = "--num-tokens 2 --token-dim 8 --num-layers 1 --hidden-ratio 2 --batch-size 16".split()
 TINY += "--epochs 1 --patience 0 --no-jit --verbose 0".split()
 

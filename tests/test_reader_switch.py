@@ -17,6 +17,7 @@ import os
 import numpy as np
 import pytest
 from fault_driver import run_in_subprocess
+from helpers import COLUMNS, FEATURES
 
 from keras_rankmixer import cli
 from keras_rankmixer.commands import train as train_cmd
@@ -24,13 +25,6 @@ from keras_rankmixer.data import native
 from keras_rankmixer.features import feature_to_config
 from keras_rankmixer.training import runner
 
-COLUMNS = "label,user,city,hist,price"
-FEATURES = [
-    {"kind": "categorical", "name": "user", "vocabulary_size": 20, "embedding_dim": 4},
-    {"kind": "categorical", "name": "city", "vocabulary": ["a", "b"], "dtype": "string"},
-    {"kind": "sequence", "name": "hist", "vocabulary_size": 30, "max_length": 4},
-    {"kind": "numeric", "name": "price", "embedding_dim": 4, "group": "item"},
-]
 # No numeric feature: no statistics pass (`read_arrays`), so every split, the training one
 # included, is checked by the configured reader.
 CATEGORICAL = FEATURES[:3]
