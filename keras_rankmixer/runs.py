@@ -9,7 +9,12 @@ This module only re-exports the old names; import them from where they live now:
 - `keras_rankmixer.training.run_dir`: the file names (`CONFIG_FILE`, `FEATURES_FILE`,
   `HISTORY_FILE`, `METRICS_FILE`, `MODEL_FILE`, `PLOT_FILE`, `BACKUP_DIR`,
   `BEST_WEIGHTS_FILE`), `write_json`, `load_history`, `best_epoch`, `plot_history`.
+
+Importing it warns (`DeprecationWarning`); nothing in the package imports it
+(`tests/test_architecture.py`).
 """
+
+import warnings
 
 from keras_rankmixer.training.callbacks import (
     ExactAUC,
@@ -60,3 +65,10 @@ __all__ = [
     "training_callbacks",
     "write_json",
 ]
+
+warnings.warn(
+    "keras_rankmixer.runs is deprecated (#17) and will be removed; "
+    "import from keras_rankmixer.training",
+    DeprecationWarning,
+    stacklevel=2,
+)

@@ -116,3 +116,94 @@ def test_nothing_outside_commands_imports_commands():
         and any(_room(t) == "commands" for t in _imports(path))
     ]
     assert not offenders, offenders
+
+
+#: The deprecated re-export shims of the old layout (#17) and where their names live now.
+SHIMS = {
+    "keras_rankmixer.runs": "keras_rankmixer.training",
+    "keras_rankmixer.moe_callbacks": "keras_rankmixer.training.moe_monitor",
+    "keras_rankmixer.data.readers": "keras_rankmixer.data",
+}
+
+
+def _stdlib_imports(path: pathlib.Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module.split(".")[0])
+    return out
+
+
+def test_only_the_cli_parses_arguments():
+    offenders = [
+        name
+        for name, path in MODULES
+        if _room(name) not in ("commands", "cli") and "argparse" in _stdlib_imports(path)
+    ]
+    assert not offenders, f"library modules may not import argparse: {offenders}"
+
+
+def _imported_modules(path: pathlib.Path) -> set[str]:
+    """Every module an `import` names, with `from a.b import c` read as `a.b` and `a.b.c`."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+    return out
+
+
+def test_nothing_in_the_package_imports_a_deprecated_shim():
+    offenders = {
+        name: sorted(set(SHIMS) & _imported_modules(path))
+        for name, path in MODULES
+        if name not in SHIMS
+    }
+    offenders = {name: shims for name, shims in offenders.items() if shims}
+    assert not offenders, f"import from the new modules instead: {offenders}"
+
+
+def test_the_shim_rule_sees_every_import_form(tmp_path):
+    path = tmp_path / "bad.py"
+    path.write_text(
+        "from keras_rankmixer.data import readers\n"
+        "def f():\n    import keras_rankmixer.runs\n"
+        "from keras_rankmixer import moe_callbacks\n"
+    )
+    assert set(SHIMS) <= _imported_modules(path)
+
+
+@pytest.mark.parametrize("shim", sorted(SHIMS))
+def test_a_shim_only_reexports_and_warns(shim):
+    path = PACKAGE.parent.joinpath(*shim.split(".")).with_suffix(".py")
+    body = ast.parse(path.read_text()).body
+    assert ast.get_docstring(ast.Module(body=body, type_ignores=[])), shim
+    new_home = SHIMS[shim]
+    for node in body[1:]:
+        if isinstance(node, ast.ImportFrom):
+            assert node.module.startswith(new_home), (shim, node.module)
+        elif isinstance(node, ast.Import):
+            assert [a.name for a in node.names] == ["warnings"], shim
+        elif isinstance(node, ast.Assign):
+            assert [t.id for t in node.targets] == ["__all__"], shim
+        else:
+            assert isinstance(node, ast.Expr) and ast.unparse(node.value).startswith(
+                "warnings.warn("
+            ), (shim, ast.unparse(node))
+            assert "DeprecationWarning" in ast.unparse(node.value) and new_home in ast.unparse(
+                node.value
+            ), shim
+
+
+@pytest.mark.parametrize("shim", sorted(SHIMS))
+def test_importing_a_shim_warns(shim):
+    import importlib
+
+    module = importlib.import_module(shim)
+    with pytest.warns(DeprecationWarning, match=SHIMS[shim]):
+        importlib.reload(module)

@@ -14,10 +14,14 @@ Everything public is importable from `keras_rankmixer.data`. Where each name mov
   `criteo_features` (beside the Census schema).
 
 This module only re-exports those names (and the private ones `keras_rankmixer.data.native`
-reads), for the files that still import it; it will go.
+used to read through it), for code written against the old layout, and warns
+(`DeprecationWarning`) when imported; it will go. Nothing in the package imports it
+(`tests/test_architecture.py`).
 """
 
 # ruff: noqa: F401
+
+import warnings
 
 from keras_rankmixer.data.datasets import (
     CRITEO_COLUMNS,
@@ -46,4 +50,11 @@ from keras_rankmixer.data.sources import (
     detect_format,
     list_files,
     read_arrays,
+)
+
+warnings.warn(
+    "keras_rankmixer.data.readers is deprecated (#17) and will be removed; "
+    "import from keras_rankmixer.data",
+    DeprecationWarning,
+    stacklevel=2,
 )
