@@ -24,12 +24,12 @@ Example (JAX backend; 4 virtual CPU devices with
 `XLA_FLAGS=--xla_force_host_platform_device_count=4`):
 
 ```python
-import keras
+import keras_rankmixer as kr
 from keras_rankmixer.distribution import model_parallel
 dist = model_parallel("2x2", num_tokens=4)  # 2 data replicas x 2 token shards
 with dist.scope():  # build, compile AND fit under it (or keras.distribution.set_distribution)
-    model = build_from_preset("tiny", specs)
-    compile_for_ranking(model)
+    model = kr.Ranker.from_preset("tiny", specs)
+    model.compile()  # the Ranker's defaults: Adam, per-task BCE, AUC
     model.fit(features, labels, batch_size=512)  # the global batch
 ```
 """

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import keras
+
+from keras_rankmixer.types import ActivationLike
 
 
 @keras.saving.register_keras_serializable(package="keras_rankmixer")
@@ -30,7 +30,7 @@ def gelu_tanh(x):
 ACTIVATIONS = {"gelu_tanh": gelu_tanh}
 
 
-def get_activation(identifier: str | Any, name: str = "activation"):
+def get_activation(identifier: ActivationLike, name: str = "activation"):
     """`keras.activations.get`, plus this package's names (`"gelu_tanh"`).
 
     Raises a `ValueError` naming the argument `name` when `identifier` is neither a known

@@ -8,6 +8,7 @@ import keras
 from keras import ops
 
 from keras_rankmixer.layers._checks import check_positive
+from keras_rankmixer.types import InitializerLike
 
 
 @keras.saving.register_keras_serializable(package="keras_rankmixer")
@@ -61,7 +62,7 @@ class CategoricalEmbedding(keras.layers.Layer):
         num_hash_bins: int | None = None,
         input_dtype: str = "int64",
         pooling: str | None = None,
-        embeddings_initializer: str | Any = "uniform",
+        embeddings_initializer: InitializerLike = "uniform",
         embeddings_regularizer: Any = None,
         **kwargs,
     ) -> None:

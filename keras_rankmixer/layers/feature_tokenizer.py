@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import keras
 from keras import ops
 
@@ -13,6 +11,7 @@ from keras_rankmixer.layers._checks import (
     per_token_initializer,
 )
 from keras_rankmixer.layers.per_token_ffn import serving_lever
+from keras_rankmixer.types import InitializerLike
 
 
 @keras.saving.register_keras_serializable(package="keras_rankmixer")
@@ -65,8 +64,8 @@ class FeatureTokenizer(keras.layers.Layer):
         token_dim: int,
         shared_projection: bool = False,
         use_bias: bool = True,
-        kernel_initializer: str | Any = None,
-        bias_initializer: str | Any = "zeros",
+        kernel_initializer: InitializerLike | None = None,
+        bias_initializer: InitializerLike = "zeros",
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)

@@ -3,8 +3,6 @@ shared MLP over all embeddings cut into T tokens (RankElastor)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import keras
 from keras import ops
 
@@ -15,6 +13,7 @@ from keras_rankmixer.layers._checks import (
     clone_initializer,
 )
 from keras_rankmixer.layers.activations import get_activation
+from keras_rankmixer.types import ActivationLike, InitializerLike
 
 
 class _MLP(keras.layers.Layer):
@@ -55,11 +54,11 @@ class _MLPTokenizerBase(keras.layers.Layer):
         self,
         token_dim: int,
         hidden_dim: int | None = None,
-        activation: str | Any = "gelu",
+        activation: ActivationLike = "gelu",
         dropout: float = 0.0,
         use_bias: bool = True,
-        kernel_initializer: str | Any = "glorot_uniform",
-        bias_initializer: str | Any = "zeros",
+        kernel_initializer: InitializerLike = "glorot_uniform",
+        bias_initializer: InitializerLike = "zeros",
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import keras
 from keras import ops
 
 from keras_rankmixer.layers._checks import check_positive
+from keras_rankmixer.types import InitializerLike
 
 
 @keras.saving.register_keras_serializable(package="keras_rankmixer")
@@ -43,7 +42,7 @@ class NumericEmbedding(keras.layers.Layer):
         mean: float = 0.0,
         std: float = 1.0,
         transform: str | None = None,
-        kernel_initializer: str | Any = "random_normal",
+        kernel_initializer: InitializerLike = "random_normal",
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import keras
 from keras import ops
 
 from keras_rankmixer.layers._checks import check_positive, check_tokens_shape, per_token_initializer
+from keras_rankmixer.types import InitializerLike
 
 
 @keras.saving.register_keras_serializable(package="keras_rankmixer")
@@ -43,8 +42,8 @@ class PerTokenRouter(keras.layers.Layer):
     def __init__(
         self,
         num_experts: int,
-        kernel_initializer: str | Any = None,
-        bias_initializer: str | Any = "zeros",
+        kernel_initializer: InitializerLike | None = None,
+        bias_initializer: InitializerLike = "zeros",
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import keras
 
 from keras_rankmixer.layers._checks import check_positive, check_rate, check_tokens_shape
 from keras_rankmixer.layers.per_token_ffn import PerTokenFFN, serving_lever
 from keras_rankmixer.layers.token_mixing import TokenMixing
+from keras_rankmixer.types import ActivationLike, InitializerLike
 
 
 def fusable_layer_norm(x, gamma, beta, epsilon: float):
@@ -97,15 +96,15 @@ class RankMixerBlock(keras.layers.Layer):
         num_heads: int | None = None,
         dropout: float = 0.0,
         hidden_dim: int | None = None,
-        activation: str | Any = "gelu",
+        activation: ActivationLike = "gelu",
         use_token_mixing: bool = True,
         use_residual: bool = True,
         use_layer_norm: bool = True,
         shared_ffn: bool = False,
         ffn: keras.layers.Layer | dict | None = None,
         layer_norm_epsilon: float = 1e-5,
-        kernel_initializer: str | Any = None,
-        bias_initializer: str | Any = "zeros",
+        kernel_initializer: InitializerLike | None = None,
+        bias_initializer: InitializerLike = "zeros",
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)

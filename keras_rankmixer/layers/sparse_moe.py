@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import keras
 from keras import ops
@@ -18,6 +17,7 @@ from keras_rankmixer.layers._checks import (
 from keras_rankmixer.layers.activations import get_activation
 from keras_rankmixer.layers.per_token_ffn import resolve_hidden_dim
 from keras_rankmixer.layers.per_token_router import PerTokenRouter
+from keras_rankmixer.types import ActivationLike, InitializerLike
 
 ROUTINGS = ("relu", "dtsi", "topk")
 INFERENCE_MODES = ("sparse", "dense")
@@ -59,9 +59,9 @@ def expert_capacity(batch_size, share: float):
 
 def set_expert_initializers(
     layer: keras.layers.Layer,
-    kernel_initializer: Any,
-    bias_initializer: Any,
-    router_initializer: Any,
+    kernel_initializer: InitializerLike | None,
+    bias_initializer: InitializerLike,
+    router_initializer: InitializerLike | None,
 ) -> None:
     """Set an MoE layer's expert kernel, expert bias and router kernel initializers.
 
@@ -219,7 +219,7 @@ class SparseMoE(keras.layers.Layer):
 
     **Observability.** After each training call: `active_ratio` (scalar, fraction of non-zero
     gates in the batch), `router_active_ratio` `(T,)` (per token) and `l1_lambda`. Read them
-    with `moe_stats()`, or add `keras_rankmixer.moe_callbacks.MoEMonitor` to `fit` to get them
+    with `moe_stats()`, or add `keras_rankmixer.training.MoEMonitor` to `fit` to get them
     into the logs / `History` and to plot active ratio per token over training (Fig. 4).
 
     **Sparse inference** (`inference_mode="sparse"`, the default). Only non-zero gates are
@@ -329,10 +329,10 @@ class SparseMoE(keras.layers.Layer):
         dense_grad_weight: float = 0.01,
         gate_gradient_leak: float = 0.01,
         load_bias_rate: float = 0.05,
-        activation: str | Any = "gelu",
-        kernel_initializer: str | Any = None,
-        bias_initializer: str | Any = "zeros",
-        router_initializer: str | Any = None,
+        activation: ActivationLike = "gelu",
+        kernel_initializer: InitializerLike | None = None,
+        bias_initializer: InitializerLike = "zeros",
+        router_initializer: InitializerLike | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)

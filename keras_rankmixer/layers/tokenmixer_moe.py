@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import keras
 from keras import ops
 
@@ -24,6 +22,7 @@ from keras_rankmixer.layers.sparse_moe import (
     set_expert_initializers,
     top_k_softmax_gates,
 )
+from keras_rankmixer.types import InitializerLike
 
 DISPATCHES = ("sparse", "dense")
 
@@ -120,9 +119,9 @@ class TokenMixerMoE(keras.layers.Layer):
         load_balance_weight: float = 0.0,
         down_init_scale: float | None = None,
         use_bias: bool = True,
-        kernel_initializer: str | Any = None,
-        bias_initializer: str | Any = "zeros",
-        router_initializer: str | Any = None,
+        kernel_initializer: InitializerLike | None = None,
+        bias_initializer: InitializerLike = "zeros",
+        router_initializer: InitializerLike | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
