@@ -24,8 +24,14 @@ InitializerLike: TypeAlias = (
     str | dict[str, Any] | keras.initializers.Initializer | Callable[..., Tensor]
 )
 
+#: A regularizer: a Keras name (`"l2"`), a serialized config, a `keras.regularizers.Regularizer`
+#: or a callable `weight -> scalar loss`; None for none.
+RegularizerLike: TypeAlias = (
+    str | dict[str, Any] | keras.regularizers.Regularizer | Callable[[Tensor], Tensor] | None
+)
+
 #: A dtype policy: a name (`"float32"`, `"mixed_bfloat16"`), a `keras.DTypePolicy`, or None
 #: for the global policy.
 DTypeLike: TypeAlias = str | keras.DTypePolicy | None
 
-__all__ = ["ActivationLike", "DTypeLike", "InitializerLike", "Tensor"]
+__all__ = ["ActivationLike", "DTypeLike", "InitializerLike", "RegularizerLike", "Tensor"]

@@ -518,6 +518,39 @@ def test_fused_serving_graph_is_fused_and_equals_keras(tmp_path):
             assert op not in fused_ops and op in plain_ops
 
 
+@pytest.mark.parametrize("norm", ["pre_rms", "post_layer_norm"])
+def test_fused_serving_graph_of_tokenmixer_large_equals_keras(tmp_path, norm):
+    """TokenMixer-Large's default (fused) export equals the Keras model within 1e-5 without
+    Keras, for both norm placements and H != T mixing: its slice tokenizer runs as 2-D matmuls
+    (no `Einsum`) while the pSwiGLU banks keep their batched matmuls (measured faster than
+    per-token on CPU, docs/performance.md), as in the plain export."""
+    from keras_rankmixer.models import TokenMixerLargeBackbone, TokenMixerLargeRanker
+
+    keras.utils.set_random_seed(5)
+    backbone = TokenMixerLargeBackbone(
+        FEATURES, 12, 2, 1.5, num_tokens=4, tokenizer="slice", num_heads=2, readout="mean",
+        norm=norm,
+    )  # fmt: skip
+    model = TokenMixerLargeRanker(backbone, tasks=TASKS)
+    _randomize(model)
+    raw = representative_inputs(model, 128, seed=4)
+    fused = export_saved_model(model, str(tmp_path), "fused", warmup_inputs=raw)
+    plain = export_saved_model(
+        model, str(tmp_path), "plain", warmup_inputs=raw, serving_graph="plain"
+    )
+    assert max(fused.max_abs_diff.values()) < 1e-5
+    ops, got = _run_graph_script(tmp_path, raw, [fused.path, plain.path])
+    expected = keras_predict(model, raw)
+    for i in (0, 1):
+        for task in TASKS:
+            np.testing.assert_allclose(got[f"{i}_{task}"], expected[task], atol=1e-5, rtol=0)
+    fused_ops, plain_ops = ops[fused.path], ops[plain.path]
+    batched = [sum(n for op, n in o.items() if op.endswith("BatchMatMulV2")) for o in ops.values()]
+    assert batched[0] == batched[1] > 0  # the pSwiGLU banks, batched in both exports
+    assert not any(op.endswith("Einsum") for op in fused_ops)
+    assert any(op.endswith("Einsum") for op in plain_ops)
+
+
 def test_serving_graph_levers_one_at_a_time(tmp_path):
     """Every single lever (and its absence) gives the Keras model's outputs."""
     from keras_rankmixer import build_rankmixer

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import keras
 from keras import ops
 
 from keras_rankmixer.layers._checks import check_positive
-from keras_rankmixer.types import InitializerLike
+from keras_rankmixer.types import InitializerLike, RegularizerLike
 
 
 @keras.saving.register_keras_serializable(package="keras_rankmixer")
@@ -63,7 +61,7 @@ class CategoricalEmbedding(keras.layers.Layer):
         input_dtype: str = "int64",
         pooling: str | None = None,
         embeddings_initializer: InitializerLike = "uniform",
-        embeddings_regularizer: Any = None,
+        embeddings_regularizer: RegularizerLike = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 import keras
 from keras import ops
@@ -17,6 +16,7 @@ from keras_rankmixer.layers._checks import (
     weight_settings_config,
 )
 from keras_rankmixer.layers.activations import get_activation
+from keras_rankmixer.types import ActivationLike, InitializerLike, RegularizerLike
 
 #: The serving-graph levers `cpu_serving_graph` can switch on (see its docstring).
 SERVING_LEVERS = frozenset({"ffn", "residual", "tokenizer", "layer_norm"})
@@ -46,6 +46,10 @@ def cpu_serving_graph(levers: Iterable[str] | str = "all") -> Iterator[frozenset
       (`Reshape` -> `FusedBatchNormV3(is_training)` -> `Reshape` -> `* gamma + beta`), the
       pattern the remapper turns into one `_MklLayerNorm` when the batch size is dynamic (as
       in a SavedModel signature), instead of Keras 3's ~10 element-wise ops.
+
+    `PerTokenSwiGLU` (TokenMixer-Large) keeps its batched spelling under every lever: run per
+    token (bias fused, one `_MklSwish`) it served slower than batched on this CPU
+    (docs/performance.md).
 
     Outside this context (training, `model.predict`, JAX, an XLA-compiled export) nothing
     changes. `levers` is `"all"`, `"none"`, a comma-separated string or an iterable of the
@@ -256,12 +260,12 @@ class PerTokenFFN(_PerTokenMLP):
         self,
         hidden_ratio: float = 4,
         hidden_dim: int | None = None,
-        activation: str | Any = "gelu",
+        activation: ActivationLike = "gelu",
         use_bias: bool = True,
-        kernel_initializer: str | Any = None,
-        bias_initializer: str | Any = "zeros",
-        kernel_regularizer: Any = None,
-        bias_regularizer: Any = None,
+        kernel_initializer: InitializerLike | None = None,
+        bias_initializer: InitializerLike = "zeros",
+        kernel_regularizer: RegularizerLike = None,
+        bias_regularizer: RegularizerLike = None,
         shared: bool = False,
         **kwargs,
     ) -> None:

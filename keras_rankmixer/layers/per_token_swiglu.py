@@ -9,6 +9,7 @@ from keras import ops
 
 from keras_rankmixer.layers._checks import check_positive, set_weight_settings
 from keras_rankmixer.layers.per_token_ffn import _PerTokenMLP
+from keras_rankmixer.types import InitializerLike, RegularizerLike
 
 
 def scaled_initializer(initializer: Any, scale: float | None):
@@ -89,10 +90,10 @@ class PerTokenSwiGLU(_PerTokenMLP):
         hidden_ratio: float = 4,
         hidden_dim: int | None = None,
         use_bias: bool = True,
-        kernel_initializer: str | Any = None,
-        bias_initializer: str | Any = "zeros",
-        kernel_regularizer: Any = None,
-        bias_regularizer: Any = None,
+        kernel_initializer: InitializerLike | None = None,
+        bias_initializer: InitializerLike = "zeros",
+        kernel_regularizer: RegularizerLike = None,
+        bias_regularizer: RegularizerLike = None,
         down_init_scale: float | None = None,
         shared: bool = False,
         **kwargs,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import keras
 
 from keras_rankmixer.layers._checks import check_positive, check_rate, check_tokens_shape
@@ -11,6 +9,7 @@ from keras_rankmixer.layers.per_token_ffn import PerTokenFFN
 from keras_rankmixer.layers.per_token_swiglu import PerTokenSwiGLU
 from keras_rankmixer.layers.token_mixing import TokenMixing
 from keras_rankmixer.layers.tokenmixer_moe import TokenMixerMoE
+from keras_rankmixer.types import InitializerLike
 
 FFNS = ("swiglu", "gelu", "moe")
 NORMS = ("pre_rms", "post_layer_norm")
@@ -96,8 +95,8 @@ class TokenMixerLargeBlock(keras.layers.Layer):
         small_init: bool = True,
         down_init_scale: float = 0.01,
         norm_epsilon: float = 1e-6,
-        kernel_initializer: str | Any = None,
-        bias_initializer: str | Any = "zeros",
+        kernel_initializer: InitializerLike | None = None,
+        bias_initializer: InitializerLike = "zeros",
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
