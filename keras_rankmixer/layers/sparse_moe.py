@@ -266,10 +266,8 @@ class SparseMoE(keras.layers.Layer):
             gradient that switched-off experts (and h_train) receive relative to the exact
             gradient of the active experts. Defaults to 0.01: that gradient has no feedback
             (the expert is not in the forward), so under Adam a large surrogate drags
-            switched-off experts along `-dL/dy` every step. On Frappe (3 seeds, 1/4 active,
-            benchmarks/RESULTS.md) `w=1` lost ~0.02 AUC against `w=0.1` (4-epoch runs), and
-            with the load controller (which already gives every expert real gradient from the
-            samples it serves) `w=0.1` reached 0.9611 and `w=0.01` 0.9693 test AUC.
+            switched-off experts along `-dL/dy` every step; on Frappe larger `w` cost AUC,
+            with or without the load controller (benchmarks/RESULTS.md, SparseMoE on Frappe).
         gate_gradient_leak: `"relu"` / `"dtsi"`: slope of a straight-through gradient for
             switched-off gates in training. The forward value stays exactly `ReLU(h(s))`;
             the task loss's gradient `<e_j, dL/dy>` reaches a logit `< 0` scaled by this

@@ -146,13 +146,11 @@ BACKBONE_PRESETS: dict[str, BackbonePreset] = {
                 ("1b", 32, 1536, 5632, (1_107_767_296, 2_214_592_512), 1.1e9),
             )
         ),
-        # TokenMixer-Large's default for `rankmixer train --model tokenmixer_large` (#18,
-        # benchmarks/RESULTS.md): the group-tokenizer config, ahead of slice tokens at
-        # rankmixer_base's shape on Census-Income validation (0.9751 vs 0.9743) and on the
-        # held-out synthetic set (test AUC click / like 0.7787 / 0.7437 vs 0.7705 / 0.7269,
-        # 3 seeds); behind only on Frappe_x1 (0.9780 vs 0.9812). One MLP token per feature
-        # group plus a global token: T = groups + 1, decided by the features, so the counts
-        # are stated at a reference T = 8 (7 groups + global; `count_tokens`).
+        # TokenMixer-Large's default for `rankmixer train --model tokenmixer_large` (#18): the
+        # group-tokenizer config, chosen over slice tokens on Census-Income validation and the
+        # held-out synthetic set (the figures: benchmarks/RESULTS.md). One MLP token per
+        # feature group plus a global token: T = groups + 1, decided by the features, so the
+        # counts are stated at a reference T = 8 (7 groups + global; `count_tokens`).
         _preset(
             "tokenmixer_large_base", "tokenmixer_large", (None, 64, 2, 2), (796_928, 1_572_864),
             "The default of `rankmixer train --model tokenmixer_large`: group tokenizer (one "
