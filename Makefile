@@ -17,8 +17,9 @@ env: $(STAMP)
 demo: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/rankmixer demo
 
-# The whole suite and every docstring example on the TensorFlow backend, then the layer tests and
-# the layers' examples again on JAX (CPU). TEST_WORKERS pytest-xdist processes, one test file
+# The whole suite and every docstring example on the TensorFlow backend, then the layer and
+# model tests and every backend-neutral docstring example again on JAX (CPU; tests marked
+# `slow` run on TensorFlow only). TEST_WORKERS pytest-xdist processes, one test file
 # each at a time (`--dist loadfile`: a file's fixtures and subprocesses stay in one worker);
 # TEST_WORKERS=0 runs everything in this process.
 TEST_WORKERS ?= 2
@@ -30,7 +31,7 @@ test-tf: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -q $(XDIST) tests keras_rankmixer
 
 test-jax: $(STAMP)
-	KERAS_BACKEND=jax $(BIN)/python -m pytest -q $(XDIST) tests/layers keras_rankmixer/layers
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -q $(XDIST) -m "not slow" tests/layers tests/models keras_rankmixer
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

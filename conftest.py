@@ -16,6 +16,9 @@ import pytest  # noqa: E402
 collect_ignore = ["keras_rankmixer/tfrs.py"]
 if importlib.util.find_spec("tensorflow_serving") is None:
     collect_ignore.append("keras_rankmixer/serving.py")
+# SavedModel export and serving are TensorFlow features: their examples run on TensorFlow only.
+if keras.backend.backend() != "tensorflow":
+    collect_ignore += ["keras_rankmixer/export.py", "keras_rankmixer/serving.py"]
 
 
 @pytest.fixture(autouse=True)

@@ -518,6 +518,13 @@ def export_saved_model(
     >>> result.version, sorted(result.signatures)
     (1, ['serving_default', 'tf_example'])
     """
+    if keras.backend.backend() != "tensorflow":  # a user's setting: ValueError, a CLI user error
+        raise ValueError(
+            "export_saved_model needs the TensorFlow backend (a SavedModel is a TF graph), "
+            f"but Keras runs on {keras.backend.backend()!r}. Save the model "
+            "(`model.save('model.keras')`) and export it in a process started with "
+            "KERAS_BACKEND=tensorflow, e.g. `rankmixer export model.keras --output DIR`."
+        )
     import tensorflow as tf
 
     from keras_rankmixer.layers.per_token_ffn import cpu_serving_graph, parse_serving_levers

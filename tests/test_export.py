@@ -605,3 +605,47 @@ def test_xla_export_equals_keras_without_keras(tmp_path):
         export_saved_model(
             build_from_preset("tiny", FEATURES), str(tmp_path), "xla_str", jit_compile=True
         )
+
+
+JAX_TRAIN_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    import keras
+    import numpy as np
+    from helpers import model_batch, model_specs
+    import keras_rankmixer as kr
+
+    out = sys.argv[1]
+    keras.utils.set_random_seed(2)
+    ranker = kr.Ranker.from_preset("tiny", model_specs(), tasks=["click"])
+    ranker.compile(learning_rate=1e-2)
+    x = model_batch(128, seed=3)
+    ranker.fit(x, {"click": (x["user"] % 2).astype("float32")}, epochs=1, verbose=0)
+    ranker.save(os.path.join(out, "model.keras"))
+    np.save(os.path.join(out, "click.npy"), np.asarray(ranker.predict(x, verbose=0)["click"]))
+    print(json.dumps({"backend": keras.backend.backend()}))
+    """
+)
+
+
+def test_model_trained_on_jax_exports_from_its_keras_file(tmp_path):
+    """The route docs/deployment.md gives JAX users: train and save on JAX, load the `.keras`
+    file on TensorFlow and export it; the SavedModel gives JAX's predictions."""
+    from helpers import model_batch
+
+    from keras_rankmixer import model_features
+
+    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": os.path.dirname(__file__)}
+    report = run_json_script([sys.executable, "-c", JAX_TRAIN_SCRIPT, str(tmp_path)], env)
+    assert report["backend"] == "jax"
+    model = keras.saving.load_model(str(tmp_path / "model.keras"))
+    x = model_batch(128, seed=3)
+    result = export_saved_model(model, str(tmp_path), "from_jax", warmup_inputs=x)
+    assert max(result.max_abs_diff.values()) < 1e-5
+    assert len(model_features(model)) == 4  # the specs came with the .keras file
+    served = tf.saved_model.load(result.path).signatures[SERVING_DEFAULT](
+        **{k: tf.constant(v) for k, v in x.items()}
+    )
+    expected = np.load(tmp_path / "click.npy")
+    assert np.ptp(expected) > 1e-4  # the predictions depend on the input
+    np.testing.assert_allclose(served["click"].numpy(), expected, atol=1e-5, rtol=0)

@@ -176,6 +176,7 @@ def test_keras_file_round_trip(tmp_path):
     assert clone.get_config() == ranker.backbone.get_config()
 
 
+@pytest.mark.slow  # ~90 s on JAX: `make test-jax` leaves it to the TensorFlow run
 def test_fit_learns_a_synthetic_click_task():
     """Learning, checked eagerly (the XLA fit is test_mixed_bfloat16_jit_fit_...)."""
     keras.utils.set_random_seed(0)
