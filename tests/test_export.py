@@ -479,6 +479,22 @@ def _randomize(model, seed=11):
         w.assign((value + (1.0 if "gamma" in w.path else 0.0)).astype("float32"))
 
 
+def _fused_and_plain_ops(model, tmp_path, raw):
+    """Export `model` fused (the default) and plain; both, loaded without Keras, must give the
+    Keras model's outputs within 1e-5. Returns (fused ExportResult, fused ops, plain ops)."""
+    fused = export_saved_model(model, str(tmp_path), "fused", warmup_inputs=raw)
+    plain = export_saved_model(
+        model, str(tmp_path), "plain", warmup_inputs=raw, serving_graph="plain"
+    )
+    assert max(fused.max_abs_diff.values()) < 1e-5
+    ops, got = _run_graph_script(tmp_path, raw, [fused.path, plain.path])
+    expected = keras_predict(model, raw)
+    for i in (0, 1):
+        for task in TASKS:
+            np.testing.assert_allclose(got[f"{i}_{task}"], expected[task], atol=1e-5, rtol=0)
+    return fused, ops[fused.path], ops[plain.path]
+
+
 def test_fused_serving_graph_is_fused_and_equals_keras(tmp_path):
     """The default export (`serving_graph="fused"`) equals the Keras model within 1e-5 when
     loaded without Keras, and TF's optimiser really fuses it: per-token 2-D matmuls with
@@ -492,21 +508,11 @@ def test_fused_serving_graph_is_fused_and_equals_keras(tmp_path):
     assert model.get_layer("tokenizer").padding == 2
     _randomize(model)
     raw = representative_inputs(model, 256, seed=9)
-    fused = export_saved_model(model, str(tmp_path), "fused", warmup_inputs=raw)
-    plain = export_saved_model(
-        model, str(tmp_path), "plain", warmup_inputs=raw, serving_graph="plain"
-    )
-    assert max(fused.max_abs_diff.values()) < 1e-5
+    fused, fused_ops, plain_ops = _fused_and_plain_ops(model, tmp_path, raw)
     with open(os.path.join(fused.path, "assets.extra", "rankmixer_export.json")) as f:
         meta = json.load(f)
     assert meta["serving_graph"] == ["ffn", "layer_norm", "residual", "tokenizer"]
     assert meta["jit_compile"] is False
-    ops, got = _run_graph_script(tmp_path, raw, [fused.path, plain.path])
-    expected = keras_predict(model, raw)
-    for i in (0, 1):
-        for task in TASKS:
-            np.testing.assert_allclose(got[f"{i}_{task}"], expected[task], atol=1e-5, rtol=0)
-    fused_ops, plain_ops = ops[fused.path], ops[plain.path]
     assert not any(op.endswith(("BatchMatMulV2", "Einsum")) for op in fused_ops)
     assert any(op.endswith("BatchMatMulV2") for op in plain_ops)
     if any(op.startswith("_Mkl") for op in plain_ops):  # oneDNN on (TF's x86 default)
@@ -532,18 +538,11 @@ def test_fused_serving_graph_of_tokenmixer_large_equals_keras(tmp_path):
     model = TokenMixerLargeRanker(backbone, tasks=TASKS)
     _randomize(model)
     raw = representative_inputs(model, 128, seed=4)
-    fused = export_saved_model(model, str(tmp_path), "fused", warmup_inputs=raw)
-    plain = export_saved_model(
-        model, str(tmp_path), "plain", warmup_inputs=raw, serving_graph="plain"
-    )
-    assert max(fused.max_abs_diff.values()) < 1e-5
-    ops, got = _run_graph_script(tmp_path, raw, [fused.path, plain.path])
-    expected = keras_predict(model, raw)
-    for i in (0, 1):
-        for task in TASKS:
-            np.testing.assert_allclose(got[f"{i}_{task}"], expected[task], atol=1e-5, rtol=0)
-    fused_ops, plain_ops = ops[fused.path], ops[plain.path]
-    batched = [sum(n for op, n in o.items() if op.endswith("BatchMatMulV2")) for o in ops.values()]
+    _, fused_ops, plain_ops = _fused_and_plain_ops(model, tmp_path, raw)
+    batched = [
+        sum(n for op, n in o.items() if op.endswith("BatchMatMulV2"))
+        for o in (fused_ops, plain_ops)
+    ]
     assert batched[0] == batched[1] > 0  # the pSwiGLU banks, batched in both exports
     assert not any(op.endswith("Einsum") for op in fused_ops)
     assert any(op.endswith("Einsum") for op in plain_ops)
