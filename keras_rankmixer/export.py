@@ -497,8 +497,10 @@ def export_saved_model(
             epilogue, oneDNN's fused LayerNorm and a per-slice tokenizer
             (`keras_rankmixer.layers.per_token_ffn.cpu_serving_graph`); `"plain"` traces the
             training spelling (batched matmuls, an einsum). Same weights and math. A
-            comma-separated subset of `"ffn,residual,layer_norm,tokenizer"` picks single
-            levers (benchmarks). Ignored (plain) with `jit_compile=True`: XLA fuses itself.
+            comma-separated subset of `"ffn,residual,layer_norm,tokenizer,swiglu"` picks
+            single levers; `"swiglu"` (TokenMixer-Large's gate and up projections as two
+            matmuls) is opt-in: faster at large batches, slower at small ones
+            (docs/performance.md). Ignored (plain) with `jit_compile=True`: XLA fuses itself.
         jit_compile: Compile the model inside both signatures with XLA
             (`tf.function(jit_compile=True)`). Off by default: TF Serving runs such a graph
             only when started with `--xla_cpu_compilation_enabled=true` (experimental;
@@ -532,7 +534,7 @@ def export_saved_model(
     if precision not in PRECISIONS:
         raise ValueError(f"`precision` must be one of {PRECISIONS}, got precision={precision!r}.")
     if serving_graph in ("fused", "plain"):
-        levers = parse_serving_levers("all" if serving_graph == "fused" else "none")
+        levers = parse_serving_levers(serving_graph if serving_graph == "fused" else "none")
     else:
         levers = parse_serving_levers(serving_graph)
     if jit_compile:

@@ -546,6 +546,11 @@ def test_fused_serving_graph_of_tokenmixer_large_equals_keras(tmp_path):
     assert batched[0] == batched[1] > 0  # the pSwiGLU banks, batched in both exports
     assert not any(op.endswith("Einsum") for op in fused_ops)
     assert any(op.endswith("Einsum") for op in plain_ops)
+    # the opt-in "swiglu" lever (in "all"): gate and up as two matmuls, same outputs
+    every = export_saved_model(model, str(tmp_path), "all", warmup_inputs=raw, serving_graph="all")
+    assert max(every.max_abs_diff.values()) < 1e-5
+    with open(os.path.join(every.path, "assets.extra", "rankmixer_export.json")) as f:
+        assert "swiglu" in json.load(f)["serving_graph"]
 
 
 def test_serving_graph_levers_one_at_a_time(tmp_path):

@@ -19,12 +19,15 @@ from keras_rankmixer.layers.activations import get_activation
 from keras_rankmixer.types import ActivationLike, InitializerLike, RegularizerLike
 
 #: The serving-graph levers `cpu_serving_graph` can switch on (see its docstring).
-SERVING_LEVERS = frozenset({"ffn", "residual", "tokenizer", "layer_norm"})
+SERVING_LEVERS = frozenset({"ffn", "residual", "tokenizer", "layer_norm", "swiglu"})
+#: The levers of `"fused"` (the export default): those that served faster at batch 64 and 512.
+#: `"swiglu"` is opt-in: faster at batch 512, slower at 64 (docs/performance.md).
+FUSED_SERVING_LEVERS = SERVING_LEVERS - {"swiglu"}
 _SERVING = threading.local()
 
 
 @contextlib.contextmanager
-def cpu_serving_graph(levers: Iterable[str] | str = "all") -> Iterator[frozenset]:
+def cpu_serving_graph(levers: Iterable[str] | str = "fused") -> Iterator[frozenset]:
     """Trace the layers in the spelling TF's CPU graph optimiser fuses (TensorFlow only).
 
     Inside this context, while a `tf.function` is traced for serving without XLA (e.g. by
@@ -47,13 +50,16 @@ def cpu_serving_graph(levers: Iterable[str] | str = "all") -> Iterator[frozenset
       pattern the remapper turns into one `_MklLayerNorm` when the batch size is dynamic (as
       in a SavedModel signature), instead of Keras 3's ~10 element-wise ops.
 
-    `PerTokenSwiGLU` (TokenMixer-Large) keeps its batched spelling under every lever: run per
-    token (bias fused, one `_MklSwish`) it served slower than batched on this CPU
-    (docs/performance.md).
+    - `"swiglu"` (opt-in, not in `"fused"`): `PerTokenSwiGLU` (TokenMixer-Large) runs its
+      gate and up projections as two batched matmuls on the halves of its fused kernel, so
+      the `(T, B, 2 H_ffn)` activation is not cut in two by `StridedSlice` copies. It served
+      faster at large batches and slower at small ones (docs/performance.md). The SwiGLU
+      stays batched: run per token (bias fused, one `_MklSwish`) it served slower.
 
     Outside this context (training, `model.predict`, JAX, an XLA-compiled export) nothing
-    changes. `levers` is `"all"`, `"none"`, a comma-separated string or an iterable of the
-    names in `SERVING_LEVERS`.
+    changes. `levers` is `"fused"` (`FUSED_SERVING_LEVERS`, what `export_saved_model`
+    uses by default), `"all"` (every lever), `"none"`, a comma-separated string or an
+    iterable of the names in `SERVING_LEVERS`.
 
     Example:
 
@@ -71,21 +77,17 @@ def cpu_serving_graph(levers: Iterable[str] | str = "all") -> Iterator[frozenset
 
 
 def parse_serving_levers(levers: Iterable[str] | str) -> frozenset:
-    """`"all"` / `"none"` / `"ffn,residual"` / an iterable -> a frozenset of `SERVING_LEVERS`."""
+    """`"fused"` / `"all"` / `"none"` / `"ffn,residual"` / an iterable -> a frozenset of
+    `SERVING_LEVERS`."""
     if isinstance(levers, str):
-        levers = (
-            SERVING_LEVERS
-            if levers == "all"
-            else ()
-            if levers in ("none", "")
-            else [x.strip() for x in levers.split(",")]
-        )
+        named = {"all": SERVING_LEVERS, "fused": FUSED_SERVING_LEVERS, "none": (), "": ()}
+        levers = named.get(levers, [x.strip() for x in levers.split(",")])
     active = frozenset(levers)
     unknown = active - SERVING_LEVERS
     if unknown:
         raise ValueError(
             f"unknown serving-graph lever(s) {sorted(unknown)}; "
-            f"choose from {sorted(SERVING_LEVERS)}, 'all' or 'none'."
+            f"choose from {sorted(SERVING_LEVERS)}, 'fused', 'all' or 'none'."
         )
     return active
 

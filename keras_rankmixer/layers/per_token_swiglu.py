@@ -8,7 +8,7 @@ import keras
 from keras import ops
 
 from keras_rankmixer.layers._checks import check_positive, set_weight_settings
-from keras_rankmixer.layers.per_token_ffn import _PerTokenMLP
+from keras_rankmixer.layers.per_token_ffn import _PerTokenMLP, serving_lever
 from keras_rankmixer.types import InitializerLike, RegularizerLike
 
 
@@ -119,8 +119,29 @@ class PerTokenSwiGLU(_PerTokenMLP):
         return ops.silu(gate) * up
 
     def call(self, inputs):
+        if not self.shared and serving_lever("swiglu"):
+            return self._call_split_gate_up(inputs)
         # Token-major layout as in PerTokenFFN: T is the leading batch axis of both matmuls.
         return self._mlp(inputs)
+
+    def _call_split_gate_up(self, inputs):
+        """The serving spelling (`cpu_serving_graph("swiglu")`): the gate and up projections
+        as two batched matmuls on the halves of `gate_up_kernel`, so the `(T, B, 2 H_ffn)`
+        activation is never cut in two (a `StridedSlice` copy per half); the kernel's halves
+        are sliced instead, a copy of weights, not of activations. Same math and weights."""
+        dtype = self.compute_dtype
+        width = self.ffn_dim
+        kernel = ops.cast(self.gate_up_kernel, dtype)
+        x = ops.transpose(inputs, (1, 0, 2))
+        gate = ops.matmul(x, kernel[..., :width])
+        up = ops.matmul(x, kernel[..., width:])
+        if self.gate_up_bias is not None:
+            bias = ops.expand_dims(ops.cast(self.gate_up_bias, dtype), 1)
+            gate, up = gate + bias[..., :width], up + bias[..., width:]
+        out = ops.matmul(ops.silu(gate) * up, ops.cast(self.down_kernel, dtype))
+        if self.down_bias is not None:
+            out = out + ops.expand_dims(ops.cast(self.down_bias, dtype), 1)
+        return ops.transpose(out, (1, 0, 2))
 
     def get_config(self) -> dict:
         return {**super().get_config(), "down_init_scale": self.down_init_scale}
