@@ -517,7 +517,7 @@ def run_one(name, config, specs, splits, seed, args, dataset, evaluate_test=True
 
     from keras_rankmixer.flops import count_model
     from keras_rankmixer.models.baselines import set_embedding_l2
-    from keras_rankmixer.runs import evaluate_exact, load_history, training_callbacks
+    from keras_rankmixer.training import evaluate_exact, load_history, training_callbacks
 
     tasks = list(dataset["tasks"])
     keras.utils.set_random_seed(seed)
