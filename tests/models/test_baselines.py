@@ -146,9 +146,8 @@ def test_dnn_trains_multi_task_with_batch_norm_and_dropout():
         "price": rng.normal(size=n).astype("float32"),
     }
     y = {"click": (x["user"] % 2).astype("float32"), "like": (x["item"] > 2).astype("float32")}
-    model.compile(
-        keras.optimizers.Adam(0.03), loss="binary_crossentropy"
-    )  # auto: XLA on JAX, none on a TF CPU
+    # jit_compile "auto" (the default): XLA on JAX, none on a TF CPU
+    model.compile(keras.optimizers.Adam(0.03), loss="binary_crossentropy")
     first = model.evaluate(x, y, verbose=0, return_dict=True)["loss"]
     model.fit(x, y, batch_size=64, epochs=15, verbose=0)
     last = model.evaluate(x, y, verbose=0, return_dict=True)["loss"]

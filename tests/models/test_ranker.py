@@ -79,9 +79,8 @@ def test_every_compile_default_can_be_overridden():
 
 def test_compile_state_is_restored_on_loading(tmp_path):
     ranker = kr.Ranker(backbone(), tasks={"click": {}, "like": {"loss_weight": 0.5}})
-    ranker.compile(
-        optimizer="adagrad", learning_rate=0.05, jit_compile="auto"
-    )  # XLA on JAX, none on a TF CPU
+    # "auto": XLA on JAX, none on a TF CPU
+    ranker.compile(optimizer="adagrad", learning_rate=0.05, jit_compile="auto")
     ranker.fit(X, Y, batch_size=16, epochs=1, verbose=0)
     loaded = keras_file_round_trip(ranker, tmp_path)
     assert isinstance(loaded.optimizer, keras.optimizers.Adagrad)
