@@ -12,10 +12,8 @@ def gelu_tanh(x):
     """GELU with the tanh approximation, `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`.
 
     Keras' `"gelu"` is the exact (erf) form. The tanh form differs from it by at most 4.8e-4
-    and is cheaper on accelerators: on one H200 it raised `rankmixer_1b` inference MFU from
-    60.6% to 67.1% and `rankmixer_100m` training MFU from 44.7% to 47.0%
-    (benchmarks/RESULTS.md, "GPU: one NVIDIA H200"). Pass `activation="gelu_tanh"` to
-    `PerTokenFFN`, `RankMixerBlock` or `build_rankmixer`.
+    and is cheaper on accelerators (its measured effect on GPU MFU is in docs/performance.md).
+    Pass `activation="gelu_tanh"` to `PerTokenFFN`, `RankMixerBlock` or `build_rankmixer`.
 
     Example:
 
