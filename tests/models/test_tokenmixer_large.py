@@ -216,10 +216,8 @@ def test_mixed_bfloat16_jit_fit_with_aux_losses_and_sparse_moe():
     assert np.isfinite(hist.history["loss"]).all()
     after = [to_numpy(w) for w in ranker.trainable_weights]
     assert any(not np.allclose(a, b) for a, b in zip(after, before, strict=True))
-    out = ranker(x, training=False)  # eager: predict() would add a second XLA compile
-    assert sorted(out) == ["click", "like"]
-    assert keras.backend.standardize_dtype(out["click"].dtype) == "float32"
-    assert np.isfinite(to_numpy(out["click"])).all()
+    out = ranker.predict(x, verbose=0)  # the XLA-compiled inference step (sparse MoE)
+    assert sorted(out) == ["click", "like"] and out["click"].dtype == np.float32
 
 
 def test_presets_counts_and_from_preset():
