@@ -24,11 +24,12 @@ and counted, ids through float64 as in the Python reader), hashing with the very
 `hash_strings` uses (`tf.strings.to_hash_bucket_fast(x, HASH_SPACE)`, bit for bit) and its
 exact-text missing rule. A block whose cells all have the common plain form (one RE2 match
 over the whole block: plain integers, plain decimals, 0/1 labels, no quotes, the right field
-count) takes a fast path without per-cell checks. Known differences, all corner cases: ids
-above 2**53 written as integers are exact here, while the Python reader rounds them through
-float64 when another cell of its 65,536-row chunk is float-formatted; non-ASCII digits and
-whitespace (which Python's `int()`/`float()`/`strip()` accept) are not numbers here; a lone
-CR inside a line is a line break for Python, not for `TextLineDataset`.
+count) takes a fast path without per-cell checks, its cells typed by one `tf.io.decode_csv`.
+Known differences, all corner cases: ids above 2**53 written as integers are exact here,
+while the Python reader rounds them through float64 when another cell of its 65,536-row
+chunk is float-formatted; non-ASCII digits and whitespace (which Python's
+`int()`/`float()`/`strip()` accept) are not numbers here; a lone CR inside a line is a line
+break for Python, not for `TextLineDataset`.
 
 **Bad rows.** Each block computes the Python reader's bad-row masks (malformed field
 count, unparsable value, bad label) in the graph. With `on_bad_rows="skip"` the bad rows
@@ -564,7 +565,7 @@ def make_native_dataset(
     perm = [group_order.index(name) for name in names]  # group order -> expected order
     num_features = len(converter.specs)
 
-    def convert_text(kind, m, fast):
+    def convert_text(kind, m):
         """[n, k] text cells of one group -> (value, bad, missing, truncated)."""
         no = tf.zeros(tf.shape(m), tf.bool)
         if kind.startswith("seq:"):
@@ -575,14 +576,9 @@ def make_native_dataset(
             )
             return value, bad[:, None], miss[:, None], trunc[:, None]
         if kind == "label":
-            if fast:
-                return tf.cast(tf.equal(m, "1"), tf.int64), no, no, no
             value, bad = _label(*_numeric_slow(m))
             return value, bad, no, no
         if kind == "num":
-            if fast:
-                empty = tf.equal(m, "")
-                return tf.strings.to_number(tf.where(empty, "nan", m), tf.float64), no, empty, no
             return (*_numeric_slow(m), no)
         if kind == "text":
             value, miss = _text(m)
@@ -590,9 +586,6 @@ def make_native_dataset(
         if kind == "hash":
             value, miss = _hash(m)
             return value, no, miss, no
-        if fast:
-            value = tf.strings.to_number(tf.where(tf.equal(m, ""), "-1", m), tf.int64)
-            return value, no, value < 0, no
         return (*_ids_slow(m), no)
 
     def finish(file_index, first, conv, wellformed, fields, fatal_row, fatal_kind):
@@ -616,10 +609,12 @@ def make_native_dataset(
              missing, truncs, fatal_row, fatal_kind, tf.constant(-1, tf.int64)],
             tf.int64,
         )  # fmt: skip
+        every = tf.equal(tf.size(kept), n)  # no row dropped: no gather (a copy) needed
         feats, labels = {}, {}
         with tf.control_dependencies([token]):
             for (kind, members), (value, _, _, _) in zip(groups.items(), conv, strict=True):
-                value = tf.gather(value, kept)
+                value = tf.cond(every, lambda v=value: tf.identity(v),
+                                lambda v=value: tf.gather(v, kept))  # fmt: skip
                 if kind == "num":
                     value = tf.cast(value, tf.float32)
                 if kind.startswith("seq:"):
@@ -645,22 +640,33 @@ def make_native_dataset(
             line = esc.join(f"(?:{p})" for p in parts)
             fast_re = f"(?:{line}\\n)*{line}"
 
-        def convert_all(cells, fast):
-            """Kinds with a fast form switch on `fast`; the others are converted once."""
+        used = sorted(j for members in cols_of.values() for j in members)
+        fast_defaults = {"label": tf.constant(0, tf.int64), "id": tf.constant(-1, tf.int64),
+                         "num": tf.constant(np.nan, tf.float64)}  # fmt: skip
+
+        def fast_conv(lines):
+            """A block every line of which has the fast form: typed cells by one op."""
+            cols = tf.io.decode_csv(
+                lines,
+                [fast_defaults.get(kind_of(file_names[j]), "") for j in used],
+                field_delim=sep,
+                use_quote_delim=False,
+                select_cols=used,
+            )
+            at = {j: c for j, c in zip(used, cols, strict=True)}
             out = []
             for kind in groups:
-                m = tf.gather(cells, cols_of[kind], axis=1)
-                if kind in ("id", "num", "label"):
-                    out.append(tf.cond(fast, lambda k=kind, m=m: convert_text(k, m, True),
-                                       lambda k=kind, m=m: convert_text(k, m, False)))  # fmt: skip
+                m = tf.stack([at[j] for j in cols_of[kind]], 1)
+                no = tf.zeros(tf.shape(m), tf.bool)
+                if kind == "label":
+                    out.append((m, no, no, no))
+                elif kind == "id":
+                    out.append((m, no, m < 0, no))
+                elif kind == "num":
+                    out.append((m, no, tf.math.is_nan(m), no))
                 else:
-                    out.append(convert_text(kind, m, False))
+                    out.append(convert_text(kind, m))
             return out
-
-        def fast_path(lines):
-            cells = tf.strings.split(lines, sep=sep).to_tensor("", shape=[None, width])
-            n = tf.shape(lines)[0]
-            return cells, tf.ones([n], tf.bool), tf.fill([n], width), tf.constant(-1, tf.int64)
 
         def slow_path(lines):
             n = tf.shape(lines)[0]
@@ -705,17 +711,25 @@ def make_native_dataset(
                                    lines[1:]], 0),
                 lambda: lines,
             )  # fmt: skip
-            if fast_re is not None:
+
+            def slow():
+                cells, wellformed, fields, fatal_row = slow_path(lines)
+                conv = [convert_text(kind, tf.gather(cells, cols_of[kind], axis=1))
+                        for kind in groups]  # fmt: skip
+                return conv, wellformed, fields, fatal_row
+
+            def fast():
+                n = tf.shape(lines)[0]
+                return fast_conv(lines), tf.ones([n], tf.bool), tf.fill([n], width), none
+
+            none = tf.constant(-1, tf.int64)
+            if fast_re is None:
+                conv, wellformed, fields, fatal_row = slow()
+            else:
                 ok = tf.strings.regex_full_match(
                     tf.strings.reduce_join(lines, separator="\n"), fast_re
                 ) & tf.reduce_all(tf.strings.length(lines) > 0)
-                cells, wellformed, fields, fatal_row = tf.cond(
-                    ok, lambda: fast_path(lines), lambda: slow_path(lines)
-                )
-            else:
-                ok = tf.constant(False)
-                cells, wellformed, fields, fatal_row = slow_path(lines)
-            conv = convert_all(cells, ok)
+                conv, wellformed, fields, fatal_row = tf.cond(ok, fast, slow)
             fatal_kind = tf.where(fatal_row >= 0, tf.constant(1, tf.int64), 0)
             return finish(file_index, first, conv, wellformed, fields, fatal_row, fatal_kind)
 

@@ -151,14 +151,25 @@ def test_every_feature_kind_and_corner_case_skip_mode(tmp_path, block_rows, whol
 
 
 def test_plain_files_take_the_fast_path_and_match(tmp_path):
+    """Blocks whose every cell has the plain form (typed cells by one `decode_csv`): ids with
+    -1 and empty cells, numbers with empty cells, hashed and vocabulary strings, sequences, a
+    column no feature reads; the last block is short."""
     rng = np.random.default_rng(0)
-    rows = ["label,a,b,price"] + [
+    rows = ["label,a,b,price,site,extra,country,hist"] + [
         f"{rng.integers(2)},{rng.integers(-1, 9000)},{'' if i % 7 == 0 else rng.integers(50)},"
-        f"{rng.normal():.6f}"
+        f"{'' if i % 11 == 0 else f'{rng.normal():.6f}'},s{rng.integers(30)},zz,"
+        f"{['de', 'fr', 'it', ''][i % 4]},{'|'.join(map(str, rng.integers(0, 50, i % 4)))}"
         for i in range(500)
     ]
-    specs = [CategoricalFeature(c, vocabulary_size=9000) for c in "ab"] + [NumericFeature("price")]
-    assert_same(write(tmp_path, "plain.csv", "\n".join(rows) + "\n"), specs, block_rows=64)
+    specs = [CategoricalFeature(c, vocabulary_size=9000) for c in "ab"] + [
+        NumericFeature("price"),
+        CategoricalFeature("site", num_hash_bins=100),
+        CategoricalFeature("country", vocabulary=("de", "fr"), dtype="string"),
+        SequenceFeature("hist", vocabulary_size=50, max_length=2),
+    ]
+    path = write(tmp_path, "plain.csv", "\n".join(rows) + "\n")
+    want = assert_same(path, specs, hash_columns=["site"], ignore_columns=["extra"], block_rows=64)
+    assert want.report.missing["price"] == 46 and want.report.truncated["hist"] > 0
 
 
 def test_tsv_gz_header_less_quotes_and_bom(tmp_path):
