@@ -529,7 +529,9 @@ def build_and_train(
 
     from keras_rankmixer.features import feature_to_config
     from keras_rankmixer.flops import count_model
+    from keras_rankmixer.models.ranker import Ranker
     from keras_rankmixer.training.callbacks import training_callbacks
+    from keras_rankmixer.training.compile import compile_for_ranking
     from keras_rankmixer.training.metrics import evaluate_exact, roc_auc
     from keras_rankmixer.training.moe_monitor import (
         MoEMonitor,
@@ -573,18 +575,14 @@ def build_and_train(
     warn_few_steps(config, data["rows"].get("train"), log)
     with scope() if scope is not None else contextlib.nullcontext():
         model = build_model(config, specs)
-        optimizer = keras.optimizers.get(
-            {
-                "class_name": config["optimizer"],
-                "config": {"learning_rate": config["learning_rate"]},
-            }
+        # The task's own compile defaults (per-task BCE and AUC, its tasks' loss weights).
+        compile_args = dict(
+            learning_rate=config["learning_rate"], jit_compile=config["jit_compile"]
         )
-        model.compile(
-            optimizer=optimizer,
-            loss={t: "binary_crossentropy" for t in config["labels"]},
-            metrics={t: [keras.metrics.AUC(name="auc")] for t in config["labels"]},
-            jit_compile=config["jit_compile"],
-        )
+        if isinstance(model, Ranker):
+            model.compile(optimizer=config["optimizer"], **compile_args)
+        else:
+            compile_for_ranking(model, config["optimizer"], **compile_args)
     if config["overwrite"]:
         import shutil
 
