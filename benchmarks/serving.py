@@ -75,6 +75,18 @@ MODELS["dcnv2_table6"] = (
 )
 MODELS["rankmixer_100m"] = ("rankmixer", {"preset": "rankmixer_100m"})
 MODELS["tokenmixer_large_small"] = ("rankmixer", {"preset": "tokenmixer_large_small"})
+# TokenMixer-Large `small`'s FLOPs in fewer, wider blocks (issue #20, the shape lever): the
+# same 18.9 block MFLOPs per sample as L=4 with pSwiGLU hidden 128, as L=2 with hidden 256 and
+# as L=1 with hidden 512 (`TokenMixerLargeBackbone.block_counts`): fewer per-block passes over
+# the (T, B, D) tokens (norms, transposes, residual adds) for the same matmul work.
+MODELS["tokenmixer_large_small_l2"] = (
+    "rankmixer",
+    {"preset": "tokenmixer_large_small", "num_layers": 2, "hidden_ratio": 256 / 192},
+)
+MODELS["tokenmixer_large_small_l1"] = (
+    "rankmixer",
+    {"preset": "tokenmixer_large_small", "num_layers": 1, "hidden_ratio": 512 / 192},
+)
 ALIASES = {
     "tiny": ["rankmixer_tiny", "dcnv2_tiny"],
     "small": ["rankmixer_small", "dcnv2_small"],
@@ -132,7 +144,8 @@ def build(name: str, features):
     if kind == "rankmixer" and kwargs["preset"].startswith("tokenmixer_large"):
         from keras_rankmixer.models.ranker import Ranker
 
-        return Ranker.from_preset(kwargs["preset"], features, name=name)
+        overrides = {k: v for k, v in kwargs.items() if k != "preset"}
+        return Ranker.from_preset(kwargs["preset"], features, name=name, **overrides)
     if kind == "rankmixer":
         return build_from_preset(kwargs["preset"], features, name=name)
     try:

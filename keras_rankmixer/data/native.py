@@ -720,9 +720,9 @@ def make_native_dataset(
 
             def fast():
                 n = tf.shape(lines)[0]
-                return fast_conv(lines), tf.ones([n], tf.bool), tf.fill([n], width), none
+                no_fatal_row = tf.constant(-1, tf.int64)
+                return fast_conv(lines), tf.ones([n], tf.bool), tf.fill([n], width), no_fatal_row
 
-            none = tf.constant(-1, tf.int64)
             if fast_re is None:
                 conv, wellformed, fields, fatal_row = slow()
             else:
