@@ -17,6 +17,11 @@ Beside them: the training step of a small RankMixer on the same features (`--pre
 `jit_compile=True` unless `--train-jit off`, `train_on_batch` on one in-memory batch of
 `--batch-size` rows, measured once per feature set), in samples/s. If a reader's rows/s is below it, training from that reader is input-bound.
 
+With `--repeat N` each timed pass reads the file N times through one iterator, as a file N
+times as long would be read: the per-pass set-up (building the iterator, the first batch) is
+paid once, so the rows/s approach the steady state that feeds a long training run; `rows` is
+the rows of one timed pass.
+
 Usage:
 
     nice -n 10 .venv/bin/python benchmarks/input_pipeline.py --rows 200000 --rounds 3 --real
@@ -59,6 +64,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    choices=["python", "native"])  # fmt: skip
     p.add_argument("--batch-size", type=int, default=4096)
     p.add_argument("--block-rows", type=int, default=8192, help="native: lines per parse call")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="read each file this many times through one iterator per timed pass "
+                        "(a file N times as long: the per-pass set-up paid once)")  # fmt: skip
     p.add_argument("--real", action="store_true", help="also the files in ../shared/data")
     p.add_argument("--preset", default="tiny", help="model of the training-step column")
     p.add_argument("--train-steps", type=int, default=20, help="steps per timed block")
@@ -147,19 +155,21 @@ def real_files(tmp):
 # ----------------------------------------------------------------------------- timing
 
 
-def make(engine, path, specs, labels, batch_size, threads, block_rows):
+def make(engine, path, specs, labels, batch_size, threads, block_rows, repeat=1):
     import tensorflow as tf
 
     from keras_rankmixer.data import make_dataset
     from keras_rankmixer.data.native import make_native_dataset
 
     if engine == "native":
-        return make_native_dataset(path, specs, labels, batch_size=batch_size,
-                                   num_threads=threads, block_rows=block_rows)  # fmt: skip
-    ds = make_dataset(path, specs, labels, batch_size=batch_size)
-    options = tf.data.Options()
-    options.threading.private_threadpool_size = threads
-    return ds.with_options(options)
+        ds = make_native_dataset(path, specs, labels, batch_size=batch_size,
+                                 num_threads=threads, block_rows=block_rows)  # fmt: skip
+    else:
+        ds = make_dataset(path, specs, labels, batch_size=batch_size)
+        options = tf.data.Options()
+        options.threading.private_threadpool_size = threads
+        ds = ds.with_options(options)
+    return ds.repeat(repeat) if repeat > 1 else ds
 
 
 def one_pass(ds) -> tuple[int, float, float]:
@@ -232,7 +242,8 @@ def _run(args, tmp) -> dict:
                 trains[key] = train_rate(specs, labels, next(iter(first)), args)
             train = trains[key]
         for threads in args.threads:
-            datasets = {e: make(e, path, specs, labels, args.batch_size, threads, args.block_rows)
+            datasets = {e: make(e, path, specs, labels, args.batch_size, threads,
+                                args.block_rows, args.repeat)
                         for e in args.engines}  # fmt: skip
             for ds in datasets.values():  # warm-up: tracing, file cache
                 next(iter(ds))
@@ -245,7 +256,7 @@ def _run(args, tmp) -> dict:
             if len(set(rows.values())) != 1:
                 raise RuntimeError(f"{name} {fmt}: engines read different row counts {rows}")
             row = {"data": name, "format": fmt, "columns": ncols, "rows": rows[args.engines[0]],
-                   "threads": threads}  # fmt: skip
+                   "repeat": args.repeat, "threads": threads}  # fmt: skip
             for e in args.engines:
                 walls = [w for _, w, _ in samples[e]]
                 cpus = [c for _, _, c in samples[e]]
@@ -264,7 +275,7 @@ def _run(args, tmp) -> dict:
             print(f"# {name} {fmt} threads={threads}: "
                   + ", ".join(f"{e} {row[f'{e}_rows_per_s']:,.0f} rows/s" for e in args.engines),
                   flush=True)  # fmt: skip
-    columns = ["data", "format", "columns", "rows", "threads"]
+    columns = ["data", "format", "columns", "rows", "repeat", "threads"]
     columns += [f"{e}_rows_per_s" for e in args.engines]
     columns += ["speedup", "cpu_speedup"] if "speedup" in results[0] else []
     columns += ["train_samples_per_s"] if not args.no_train else []

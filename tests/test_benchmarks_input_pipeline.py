@@ -1,5 +1,5 @@
 """benchmarks/input_pipeline.py on a tiny config: both engines read the same rows, the JSON
-line carries rows/s per engine, format, width and thread count, the interleaved speed-up,
+line carries rows/s per engine, format, width, thread count and repeat, the interleaved speed-up,
 the training step's samples/s and the load average."""
 
 import json
@@ -14,7 +14,7 @@ from benchmarks import input_pipeline  # noqa: E402
 def test_input_pipeline_benchmark_tiny(capsys):
     input_pipeline.main(
         "--rows 200 --rounds 1 --threads 1 --widths frappe census --formats csv tfrecord "
-        "--train-steps 1 --train-jit off --batch-size 64 --block-rows 128".split()
+        "--train-steps 1 --train-jit off --batch-size 64 --block-rows 128 --repeat 2".split()
     )
     out = capsys.readouterr().out.strip().splitlines()
     payload = json.loads(out[-1])
@@ -24,7 +24,8 @@ def test_input_pipeline_benchmark_tiny(capsys):
         ("csv", 11), ("tfrecord", 11), ("csv", 41), ("tfrecord", 41)
     }  # fmt: skip
     for r in results:
-        assert r["rows"] == 200 and r["threads"] == 1
+        # --repeat 2: each timed pass reads the 200-row file twice through one iterator
+        assert r["rows"] == 400 and r["repeat"] == 2 and r["threads"] == 1
         assert r["python_rows_per_s"] > 0 and r["native_rows_per_s"] > 0 and r["speedup"] > 0
         assert r["train_samples_per_s"] > 0 and r["train_preset"] == "tiny"
     assert len(payload["loadavg_before"]) == 3 and len(payload["loadavg_after"]) == 3
