@@ -141,13 +141,13 @@ def build(name: str, features):
 
     name = name.split("@")[0]
     kind, kwargs = MODELS[name]
-    if kind == "rankmixer" and kwargs["preset"].startswith("tokenmixer_large"):
-        from keras_rankmixer.models.ranker import Ranker
-
+    if kind == "rankmixer":  # a preset, with the entry's other keys as its overrides
         overrides = {k: v for k, v in kwargs.items() if k != "preset"}
-        return Ranker.from_preset(kwargs["preset"], features, name=name, **overrides)
-    if kind == "rankmixer":
-        return build_from_preset(kwargs["preset"], features, name=name)
+        if kwargs["preset"].startswith("tokenmixer_large"):
+            from keras_rankmixer.models.ranker import Ranker
+
+            return Ranker.from_preset(kwargs["preset"], features, name=name, **overrides)
+        return build_from_preset(kwargs["preset"], features, name=name, **overrides)
     try:
         from keras_rankmixer.models.baselines import build_dcnv2
 
