@@ -258,7 +258,9 @@ def test_predict_cli(exported, tmp_path, capsys, case, text, flags, status, mess
             f.write(text)
     start = time.time()
     code = main(["predict", path, "--saved-model", exported, *flags])
-    assert time.time() - start < 30
+    # A hang guard, not a speed target: the first case pays the SavedModel load, which took
+    # 36 s on a loaded CI machine; a hang would run far past this bound.
+    assert time.time() - start < 120
     out, err = capsys.readouterr()
     assert code == status
     if status == 0:
