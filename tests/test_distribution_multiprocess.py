@@ -61,7 +61,10 @@ def run(tmp_path_factory):
             out / f"part-{i:05d}.parquet"
         )
     env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
-    env.pop("XLA_FLAGS", None)  # one CPU device per process
+    # one CPU device per process: no device count from this process's XLA_FLAGS (the rest,
+    # the root conftest's test optimisation level, is kept)
+    kept = [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
+    env["XLA_FLAGS"] = " ".join(kept)
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
     port = _free_port()
     common = [
