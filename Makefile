@@ -21,7 +21,8 @@ demo: $(STAMP)
 # model tests and every backend-neutral docstring example again on JAX (CPU; tests marked
 # `slow` run on TensorFlow only). TEST_WORKERS pytest-xdist processes, one test file
 # each at a time (`--dist loadfile`: a file's fixtures and subprocesses stay in one worker);
-# TEST_WORKERS=0 runs everything in this process.
+# TEST_WORKERS=0 runs everything in this process. XLA compiles at optimisation level 0 in the
+# tests (set by the root conftest.py unless XLA_FLAGS names a level; it halves the JAX run).
 TEST_WORKERS ?= 2
 XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
