@@ -325,3 +325,42 @@ def test_parquet_falls_back_to_the_python_reader(tmp_path):
     ds = make_native_dataset(path, [CategoricalFeature("user", vocabulary_size=10)])
     assert ds.engine == "python"
     assert next(iter(ds))[0]["user"].numpy().tolist() == [3, 4]
+
+
+def test_datasets_of_one_schema_share_the_parser_and_keep_their_own_reports(tmp_path):
+    """The parser's graph is traced once per schema and file layout (`native._PARSERS`) and
+    reused by every later dataset; each dataset's report and errors stay its own."""
+    from keras_rankmixer.data import native
+
+    spec = [CategoricalFeature("user", vocabulary_size=10), NumericFeature("price")]
+    bad = write(tmp_path, "bad.csv", "label,user,price\n1,3,0.5\n0,x,1\n1,4,\n0,5,2\n")
+    good = write(tmp_path, "good.csv", "label,user,price\n" + "1,2,0.1\n" * 7)
+    before = dict(native._PARSERS)
+    skip = make_native_dataset(bad, spec, batch_size=2, on_bad_rows="skip")
+    new = [k for k in native._PARSERS if k not in before]
+    assert len(new) == 1  # this schema and layout: one parser
+    parser = native._PARSERS[new[0]]
+    clean = make_native_dataset(good, spec, batch_size=2)
+    strict = make_native_dataset(bad, spec, batch_size=2)  # on_bad_rows="raise"
+    assert [k for k in native._PARSERS if k not in before] == new  # reused, not retraced
+    iterators = [iter(skip), iter(clean)]  # one pass of each, their batches interleaved
+    while iterators:
+        for it in list(iterators):
+            try:
+                next(it)
+            except StopIteration:
+                iterators.remove(it)
+    assert parser.experimental_get_tracing_count() == 1
+    assert (skip.report.rows_read, skip.report.rows_kept) == (4, 3)
+    assert skip.report.skipped == {"not an integer id in column 'user'": 1}
+    assert skip.report.missing == {"price": 1} and not skip.errors
+    assert (clean.report.rows_read, clean.report.rows_kept) == (7, 7)
+    assert not clean.report.skipped and not clean.report.missing and not clean.errors
+    assert native_error(bad, spec) == python_error(bad, spec)  # another dataset, same parser
+    with pytest.raises(tf.errors.OpError):
+        list(strict)
+    assert len(strict.errors) == 1 and not skip.errors and not clean.errors
+    # another layout (column order) or another schema: a parser of its own
+    make_native_dataset(write(tmp_path, "b.csv", "price,label,user\n0.5,1,3\n"), spec)
+    make_native_dataset(good, spec[:1] + [NumericFeature("price", embedding_dim=4)])
+    assert len([k for k in native._PARSERS if k not in before]) == 3
