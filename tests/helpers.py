@@ -87,6 +87,13 @@ def assert_gradients_reach_all(layer_or_model, inputs) -> None:
         assert np.any(to_numpy(g) != 0), f"zero gradient at {w.path}"
 
 
+def xla_flags(*extra: str) -> str:
+    """This process's XLA_FLAGS (the root conftest's test optimisation level) less any device
+    count, plus `extra`: for a subprocess that sets its own device count (or keeps one)."""
+    kept = [f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f]
+    return " ".join([*kept, *extra])
+
+
 def run_json_script(argv: list[str], env: dict, cwd: str | None = None, timeout: int = 300) -> dict:
     """Run a subprocess that prints one JSON line last; assert it exits 0 and return the JSON."""
     proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)

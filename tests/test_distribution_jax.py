@@ -35,21 +35,16 @@ def run_subprocess(args, env_extra, timeout=300):
     return proc
 
 
-def _xla_flags(*flags: str) -> str:
-    """This process's XLA_FLAGS (the root conftest's test optimisation level) plus `flags`,
-    less any device count it had."""
-    kept = [f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f]
-    return " ".join([*kept, *flags])
-
-
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
+    from helpers import xla_flags  # here, not at the top: the worker (this file) needs no keras
+
     out = tmp_path_factory.mktemp("dist_jax")
     run_subprocess(
         [os.path.abspath(__file__), str(out)],
         {
             "KERAS_BACKEND": "jax",
-            "XLA_FLAGS": _xla_flags("--xla_force_host_platform_device_count=4"),
+            "XLA_FLAGS": xla_flags("--xla_force_host_platform_device_count=4"),
         },
     )
     with open(out / "report.json") as f:

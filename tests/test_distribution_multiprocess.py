@@ -25,6 +25,7 @@ import time
 
 import numpy as np
 import pytest
+from helpers import xla_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_FILES, ROWS_PER_FILE, GLOBAL_BATCH = 4, 64, 32
@@ -61,10 +62,7 @@ def run(tmp_path_factory):
             out / f"part-{i:05d}.parquet"
         )
     env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
-    # one CPU device per process: no device count from this process's XLA_FLAGS (the rest,
-    # the root conftest's test optimisation level, is kept)
-    kept = [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
-    env["XLA_FLAGS"] = " ".join(kept)
+    env["XLA_FLAGS"] = xla_flags()  # one CPU device per process
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
     port = _free_port()
     common = [
