@@ -73,9 +73,7 @@ import collections
 import csv
 import dataclasses
 import gzip
-import hashlib
 import heapq
-import json
 import os
 import re
 import threading
@@ -139,28 +137,22 @@ _PARSERS_LOCK = threading.Lock()
 _MAX_PARSERS = 32
 
 
-def _schema_key(converter) -> str | None:
-    """What a parser's graph depends on, as a string (None: not describable, not cached)."""
-    from keras_rankmixer.features import feature_to_config
-
-    try:
-        configs = [feature_to_config(f) for f in converter.specs]
-        text = json.dumps(
-            [configs, list(converter.expected), sorted(converter.hash_columns),
-             converter.delimiter], sort_keys=True, default=str,
-        )  # fmt: skip
-    except (TypeError, ValueError):
-        return None
-    return hashlib.sha256(text.encode()).hexdigest()
+def _schema_key(converter) -> tuple:
+    """What a parser's graph depends on: each feature's name, kind, dtype, shape and
+    sequence length (not its vocabulary: lookups are the model's), the expected columns,
+    the hashed ones and the sequence delimiter."""
+    specs = tuple(
+        (f.name, f.kind, str(f.dtype), tuple(f.input_shape), getattr(f, "max_length", None))
+        for f in converter.specs
+    )
+    return (specs, tuple(converter.expected), tuple(sorted(converter.hash_columns)),
+            converter.delimiter)  # fmt: skip
 
 
 def _cached_parser(key: tuple, parse):
     """`parse(lines, file_index, first, bom)` as a `tf.function` shared by every dataset
-    with the same `key` (the last `_MAX_PARSERS` kept); a fresh one when the key has no
-    schema (`None` in it)."""
+    with the same `key` (the last `_MAX_PARSERS` kept)."""
     tf = _tf()
-    if None in key:
-        return _plain(parse)
     with _PARSERS_LOCK:
         fn = _PARSERS.get(key)
         if fn is None:

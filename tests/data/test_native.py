@@ -360,7 +360,11 @@ def test_datasets_of_one_schema_share_the_parser_and_keep_their_own_reports(tmp_
     with pytest.raises(tf.errors.OpError):
         list(strict)
     assert len(strict.errors) == 1 and not skip.errors and not clean.errors
+    # other sizes of the same columns (vocabulary, embedding): the same parser
+    make_native_dataset(good, [CategoricalFeature("user", vocabulary_size=99, embedding_dim=3),
+                               NumericFeature("price", embedding_dim=4)])  # fmt: skip
+    assert [k for k in native._PARSERS if k not in before] == new
     # another layout (column order) or another schema: a parser of its own
     make_native_dataset(write(tmp_path, "b.csv", "price,label,user\n0.5,1,3\n"), spec)
-    make_native_dataset(good, spec[:1] + [NumericFeature("price", embedding_dim=4)])
+    make_native_dataset(good, spec[:1] + [SequenceFeature("price", vocabulary_size=9)])
     assert len([k for k in native._PARSERS if k not in before]) == 3
