@@ -133,40 +133,16 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def build(name: str, features):
-    import keras
-    import keras_rs
-
-    from keras_rankmixer.models import build_from_preset
-    from keras_rankmixer.models.rankmixer import add_task_towers
+    """The Keras model of `MODELS[name]` (any `@` lever suffix ignored): a `Ranker`."""
+    from keras_rankmixer.models.baselines import build_dcnv2
+    from keras_rankmixer.models.ranker import Ranker
 
     name = name.split("@")[0]
     kind, kwargs = MODELS[name]
     if kind == "rankmixer":  # a preset, with the entry's other keys as its overrides
         overrides = {k: v for k, v in kwargs.items() if k != "preset"}
-        if kwargs["preset"].startswith("tokenmixer_large"):
-            from keras_rankmixer.models.ranker import Ranker
-
-            return Ranker.from_preset(kwargs["preset"], features, name=name, **overrides)
-        return build_from_preset(kwargs["preset"], features, name=name, **overrides)
-    try:
-        from keras_rankmixer.models.baselines import build_dcnv2
-
-        return build_dcnv2(features, name=name, **kwargs)
-    except ImportError:  # baselines not available: the same DCNv2 (parallel), built here
-        from keras_rankmixer.features import build_inputs, embed_groups
-
-        inputs = build_inputs(features)
-        x0 = keras.layers.Concatenate()(embed_groups(inputs, features))
-        cross = x0
-        for i in range(kwargs["num_cross_layers"]):
-            cross = keras_rs.layers.FeatureCross(
-                projection_dim=kwargs["projection_dim"], name=f"cross_{i}"
-            )(x0, cross)
-        deep = x0
-        for i, units in enumerate(kwargs["hidden_units"]):
-            deep = keras.layers.Dense(units, activation="relu", name=f"mlp_{i}")(deep)
-        out = keras.layers.Concatenate()([cross, deep])
-        return keras.Model(inputs, add_task_towers(out, ["click"], ()), name=name)
+        return Ranker.from_preset(kwargs["preset"], features, name=name, **overrides)
+    return build_dcnv2(features, name=name, **kwargs)
 
 
 # ----------------------------------------------------------------------------- child
