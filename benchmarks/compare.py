@@ -517,6 +517,7 @@ def run_one(name, config, specs, splits, seed, args, dataset, evaluate_test=True
 
     from keras_rankmixer.flops import count_model
     from keras_rankmixer.models.baselines import set_embedding_l2
+    from keras_rankmixer.models.compile_defaults import ranking_compile_arguments
     from keras_rankmixer.training import evaluate_exact, load_history, training_callbacks
 
     tasks = list(dataset["tasks"])
@@ -530,10 +531,13 @@ def run_one(name, config, specs, splits, seed, args, dataset, evaluate_test=True
         # embedding penalty: embeddings / c, projection * c)
         model.get_layer("tokenizer").kernel.regularizer = keras.regularizers.L2(tokenizer_l2)
     stats = count_model(model)
+    # The package's ranking defaults (Adam, binary cross-entropy per task) for every model,
+    # a Ranker or the plain models of `build_family`; no Keras metrics: the exact AUC is
+    # computed on the whole split after each epoch (`training_callbacks`).
     model.compile(
-        optimizer=keras.optimizers.Adam(args.learning_rate),
-        loss={t: "binary_crossentropy" for t in tasks},
-        jit_compile=not args.no_jit,
+        **ranking_compile_arguments(
+            tasks, learning_rate=args.learning_rate, metrics=None, jit_compile=not args.no_jit
+        )
     )
     tag = json.dumps(config, sort_keys=True)
     # one directory per process and run: parallel invocations never share a history file
