@@ -61,7 +61,7 @@ def add_read_arguments(parser: Any, default: Any = None) -> None:
 READER_HELP = (
     "which reader checks and streams the data files: 'native' (the default) parses CSV/TSV and "
     "TFRecord with TensorFlow ops in a parallel tf.data map (keras_rankmixer.data.native, "
-    "1.3-5x faster), 'python' converts chunks with NumPy/pandas in a Python generator "
+    "faster: docs/performance.md), 'python' converts chunks with NumPy/pandas in a Python generator "
     "(make_dataset, the reader before #20); same values, row counts and errors either way, and "
     "Parquet always goes through the Python reader"
 )

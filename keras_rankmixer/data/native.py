@@ -126,10 +126,9 @@ def _tf():
 
 
 # The parsers' graphs, reused by every dataset of the same schema and file layout: tracing one
-# is hundreds of ops (measured: a 4-column schema with a sequence and a string column builds
-# its dataset in 0.19-0.39 s instead of 0.70-0.87 s once its parser is cached; RESULTS.md),
-# and a run builds several datasets (the check pass, then train, valid and test) over the same
-# columns. Only the schema-dependent part is cached (a `tf.function`, traced once per key,
+# is hundreds of ops (what caching saves is measured in benchmarks/RESULTS.md), and a run
+# builds several datasets (the check pass, then train, valid and test) over the same columns.
+# Only the schema-dependent part is cached (a `tf.function`, traced once per key,
 # inlined where it is called); the per-dataset report (`_Tracker`, a `py_function`) is called
 # outside it, on its outputs.
 _PARSERS: collections.OrderedDict = collections.OrderedDict()
