@@ -1,5 +1,11 @@
 """Paper Fig. 3 on Frappe_x1: dense RankMixer vs SparseMoE (relu / dtsi / topk) by active fraction.
 
+`--methods tml tml_lb` put TokenMixer-Large's MoE (`TokenMixerMoE`: E pSwiGLU experts of hidden
+`k*D/E`, top-(fraction * E) softmax routing, a shared expert, sparse in training too; `tml_lb`
+with Switch's load-balance loss at `--load-balance-weight`) in the same RankMixer in place of
+`SparseMoE`, to compare the two MoE designs (issue #18). A pSwiGLU expert has three matrices to
+the GELU expert's two, so these models have more parameters (the summary lists them).
+
 Every (method, active fraction, seed) run trains a small RankMixer on
 ../shared/data/frappe_x1 (BARS split: train_reconstructed.csv / valid.csv / test.csv, 10
 categorical id fields), early-stops on validation AUC, and measures on the test split: AUC,
@@ -39,7 +45,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-METHODS = ("dense", "relu", "dtsi", "topk", "topk_lb")
+METHODS = ("dense", "relu", "dtsi", "topk", "topk_lb", "tml", "tml_lb")
 FRACTIONS = (0.5, 0.25, 0.125)
 
 
@@ -85,6 +91,26 @@ def build_model(method, fraction, sizes, args):
     )
     if method == "dense":
         return build_rankmixer(specs, hidden_ratio=args.hidden_ratio, **common)
+    if method in ("tml", "tml_lb"):
+        # TokenMixer-Large's MoE in the same RankMixer: E pSwiGLU experts of hidden k*D/E,
+        # top-(fraction * E) softmax routing, one shared expert of the same hidden, routed
+        # output times E/k, sparse in training and in inference (issue #18).
+        from keras_rankmixer.layers.tokenmixer_moe import TokenMixerMoE
+
+        top_k = max(1, round(fraction * args.num_experts))
+        weight = args.load_balance_weight if method == "tml_lb" else 0.0
+
+        def ffn(_):
+            return TokenMixerMoE(
+                num_experts=args.num_experts,
+                top_k=top_k,
+                hidden_ratio=args.hidden_ratio,
+                capacity_factor=args.capacity_factor,
+                load_balance_weight=weight,
+                name="moe",
+            )
+
+        return build_rankmixer(specs, ffn_factory=ffn, **common)
     moe = dict(
         num_experts=args.num_experts,
         hidden_ratio=args.hidden_ratio / args.num_experts,
@@ -211,9 +237,32 @@ def run_one(method, fraction, seed, data, sizes, args):
                 title=f"Frappe, dtsi, target active {fraction} (seed {seed})",
             )
             result["fig4"] = os.path.relpath(args.fig4, ROOT)
+    elif tml_layers := _tml_moe_layers(model):
+        # TokenMixerMoE: the served path is sparse (capacity-bounded dispatch); the overflow
+        # is the layers' `dropped_ratio`, their fraction of selections beyond capacity in the
+        # last test batch (they keep no running total). Then the same weights with every expert
+        # computed (`dispatch="dense"`, the reference) and the throughput of both.
+        result["top_k"] = tml_layers[0].top_k
+        # exactly top_k of E routed experts per token and sample (the shared expert is extra)
+        result["active_ratio"] = tml_layers[0].top_k / tml_layers[0].num_experts
+        result["overflow_ratio"] = float(
+            np.mean([float(layer.dropped_ratio.numpy()) for layer in tml_layers])
+        )
+        result["sparse_rows_per_s"] = round(_throughput(model, xte, args.batch_size))
+        _reconfigure(model, {i: x for i, x in enumerate(tml_layers)}, dispatch="dense")
+        dense_pred = model.predict(xte, batch_size=args.batch_size, verbose=0)["click"]
+        result["sparse_vs_dense_max_abs"] = float(np.max(np.abs(dense_pred - pred)))
+        result["dense_compute_test_auc"] = _auc(yte["click"], dense_pred)
+        result["dense_compute_rows_per_s"] = round(_throughput(model, xte, args.batch_size))
     else:
         result["dense_compute_rows_per_s"] = round(_throughput(model, xte, args.batch_size))
     return result
+
+
+def _tml_moe_layers(model):
+    from keras_rankmixer.layers.tokenmixer_moe import TokenMixerMoE
+
+    return [x for x in model._flatten_layers(include_self=False) if isinstance(x, TokenMixerMoE)]
 
 
 def load_results(path):
@@ -277,6 +326,7 @@ def report(rows, plot_path=None):
             "active_ratio": round(float(act), 4),
             "overflow_ratio": round(float(ovf), 4),
             "per_seed_auc": [round(float(a), 4) for a in aucs],
+            "params": int(np.mean([r["params"] for r in rs])),
             "all_experts_auc": round(float(all_exp), 5),
             "tight_capacity_auc": round(float(tight), 5),
             "tight_capacity_overflow": round(float(tight_ovf), 5),

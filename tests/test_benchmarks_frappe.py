@@ -105,3 +105,35 @@ def test_moe_fig3_curves_start_every_line_at_the_tagged_dense_runs():
         (1.0, pytest.approx(0.971), pytest.approx(std[0])),
         (0.5, 0.968, 0.0),
     ]
+
+
+def test_moe_frappe_runs_tokenmixer_large_moe_sparse_and_dense():
+    """`--methods tml`: TokenMixerMoE (top-k of E) in the same RankMixer, its sparse served path
+    against every expert computed (the layer tests check that they agree when nothing is
+    dropped). At a capacity below what the routing needs, selections are dropped: the harness
+    must see the overflow and a served path that differs from the all-experts one."""
+    import types
+
+    from keras_rankmixer.data import FRAPPE_COLUMNS
+
+    rng = np.random.default_rng(0)
+    fields = FRAPPE_COLUMNS[1:]
+
+    def split(n):
+        x = {f: rng.integers(0, 5, n).astype("int64") for f in fields}
+        return x, {"click": rng.integers(0, 2, (n, 1)).astype("float32")}
+
+    data = {"train_reconstructed": split(256), "valid": split(128), "test": split(128)}
+    args = types.SimpleNamespace(
+        embedding_dim=4, num_tokens=2, token_dim=8, num_layers=1, hidden_ratio=4.0,
+        num_experts=4, load_balance_weight=0.01, capacity_factor=0.5, learning_rate=3e-3,
+        patience=1, batch_size=64, epochs=1, tag="", fig4="",
+    )  # fmt: skip
+    result = moe_frappe.run_one("tml", 0.5, 0, data, dict.fromkeys(fields, 5), args)
+    assert result["method"] == "tml" and result["top_k"] == 2
+    assert result["active_ratio"] == 0.5
+    # capacity ceil(0.5 * 2/4 * 64) = 16 samples per token and expert, for 32 selections each
+    # on average: at least half of them dropped
+    assert result["overflow_ratio"] >= 0.5
+    assert result["sparse_vs_dense_max_abs"] > 1e-3
+    assert result["sparse_rows_per_s"] > 0 and result["dense_compute_rows_per_s"] > 0
