@@ -249,7 +249,7 @@ def run_one(method, fraction, seed, data, sizes, args):
             np.mean([float(layer.dropped_ratio.numpy()) for layer in tml_layers])
         )
         result["sparse_rows_per_s"] = round(_throughput(model, xte, args.batch_size))
-        _reconfigure(model, {i: x for i, x in enumerate(tml_layers)}, dispatch="dense")
+        _reconfigure(model, dict(enumerate(tml_layers)), dispatch="dense")
         dense_pred = model.predict(xte, batch_size=args.batch_size, verbose=0)["click"]
         result["sparse_vs_dense_max_abs"] = float(np.max(np.abs(dense_pred - pred)))
         result["dense_compute_test_auc"] = _auc(yte["click"], dense_pred)
