@@ -55,7 +55,7 @@ BASELINE_CONFIGS = {"dnn": dict(_MLP), "dcnv2": {"num_cross_layers": 3, **_MLP}}
 #: The regularised head the RankMixer configs share with the baselines' MLP.
 _TOWER = {"tower_units": (400, 400, 400), "tower_batch_norm": True, "tower_dropout": 0.2}
 #: Run settings a config may carry (they are not builder arguments).
-SETTING_KEYS = ("embedding_l2", "tokenizer_l2")
+SETTING_KEYS = ("embedding_l2", "tokenizer_l2", "weight_decay")
 
 
 def _frappe_loader(data_dir, embedding_dim, splits, train_limit=0):
@@ -203,6 +203,7 @@ def build_family(
     ffn: str = "gelu",
     dropout: float = 0.0,
     down_init_scale: float | None = None,
+    drop_path: float = 0.0,
     token_norm: bool = False,
     final_norm: bool = False,
     pooling: str = "flatten",
@@ -237,6 +238,9 @@ def build_family(
       GELU) / `GroupTokenizer` (one MLP per semantic group plus a global token; T = groups
       + 1), with `tokenizer_options` as their keyword arguments.
     - `ffn`: `"gelu"` (`PerTokenFFN`) or `"swiglu"` (`PerTokenSwiGLU`) in the pre-norm blocks.
+    - `drop_path`: stochastic depth on the `"rankmixer"` / `"tml"` blocks: in training each
+      sample keeps a block's change `block(x) - x` with probability `1 - drop_path` (scaled
+      by its inverse) and otherwise skips the block; at inference every block runs as is.
     - `token_norm`: a LayerNorm on each token before the blocks (with L=0: what post-LN alone
       does to the tokenizer's output).
     - `embedding_skip`: the towers also see the concatenated embeddings (a deep stream beside
@@ -342,19 +346,23 @@ def build_family(
         y = make_ffn(f"{name}_ffn")(y)
         return keras.layers.Dropout(dropout, name=f"{name}_dropout")(y) if dropout else y
 
+    if drop_path and block not in ("rankmixer", "tml"):
+        raise ValueError("`drop_path` works with the rankmixer and tml blocks.")
     for i in range(num_layers):
         if block == "rankmixer":
-            x = RankMixerBlock(hidden_ratio=hidden_ratio, dropout=dropout, name=f"block_{i}")(x)
+            y = RankMixerBlock(hidden_ratio=hidden_ratio, dropout=dropout, name=f"block_{i}")(x)
+            x = _DropPath(drop_path, name=f"block_{i}_drop_path")([x, y]) if drop_path else y
         elif block == "tml":
             from keras_rankmixer.layers.tokenmixer_large_block import TokenMixerLargeBlock
 
-            x = TokenMixerLargeBlock(
+            y = TokenMixerLargeBlock(
                 num_heads=num_heads,
                 hidden_ratio=hidden_ratio,
                 dropout=dropout,
                 name=f"block_{i}",
                 **(block_options or {}),
             )(x)
+            x = _DropPath(drop_path, name=f"block_{i}_drop_path")([x, y]) if drop_path else y
         elif block == "prenorm":
             n = keras.layers.RMSNormalization(name=f"block_{i}_mix_norm")(x)
             s = keras.layers.Add(name=f"block_{i}_mix_add")([x, TokenMixing(name=f"mix_{i}")(n)])
@@ -447,6 +455,30 @@ def _BilinearFusion(heads, **kwargs):
     return _bilinear_fusion_class()(heads, **kwargs)
 
 
+def _DropPath(rate, **kwargs):
+    """Stochastic depth: `[x, y] -> x + m * (y - x) / (1 - rate)`, `m ~ Bernoulli(1 - rate)`
+    per sample in training; `y` at inference."""
+    import keras
+    from keras import ops
+
+    class DropPath(keras.layers.Layer):
+        def __init__(self, rate, **kwargs):
+            super().__init__(**kwargs)
+            self.rate = float(rate)
+            self.seed_generator = keras.random.SeedGenerator()
+
+        def call(self, inputs, training=None):
+            x, y = inputs
+            if not training:
+                return y
+            keep = 1.0 - self.rate
+            shape = (ops.shape(x)[0],) + (1,) * (len(x.shape) - 1)
+            mask = ops.cast(keras.random.uniform(shape, seed=self.seed_generator) < keep, x.dtype)
+            return x + (y - x) * mask / keep
+
+    return DropPath(rate, **kwargs)
+
+
 #: Width of the learned context vector of a gate without context features.
 _FREE_CONTEXT = 16
 
@@ -510,6 +542,18 @@ def build(name: str, specs, tasks, config: dict):
 
 # ----------------------------------------------------------------------------- one run
 
+#: Variables (by name) that a config's `weight_decay` leaves alone: the embeddings keep their L2.
+NO_WEIGHT_DECAY = ("embeddings",)
+
+
+def make_optimizer(learning_rate, weight_decay):
+    """AdamW with decoupled `weight_decay` on every weight but the embeddings."""
+    import keras
+
+    optimizer = keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay)
+    optimizer.exclude_from_weight_decay(var_names=list(NO_WEIGHT_DECAY))
+    return optimizer
+
 
 def run_one(name, config, specs, splits, seed, args, dataset, evaluate_test=True):
     """Train `name` with `config` and `seed` to early stopping; a result dict."""
@@ -534,9 +578,14 @@ def run_one(name, config, specs, splits, seed, args, dataset, evaluate_test=True
     # The package's ranking defaults (Adam, binary cross-entropy per task) for every model,
     # a Ranker or the plain models of `build_family`; no Keras metrics: the exact AUC is
     # computed on the whole split after each epoch (`training_callbacks`).
+    weight_decay = config.get("weight_decay", 0.0)
     model.compile(
         **ranking_compile_arguments(
-            tasks, learning_rate=args.learning_rate, metrics=None, jit_compile=not args.no_jit
+            tasks,
+            optimizer=make_optimizer(args.learning_rate, weight_decay) if weight_decay else "auto",
+            learning_rate=None if weight_decay else args.learning_rate,
+            metrics=None,
+            jit_compile=not args.no_jit,
         )
     )
     tag = json.dumps(config, sort_keys=True)

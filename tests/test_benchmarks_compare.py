@@ -212,3 +212,44 @@ def test_family_finalmlp_head_with_gating_and_its_reference():
         specs, ["a"], num_tokens=4, token_dim=4, tokenizer="none", block="tml", num_heads=1
     )
     assert raw(x)["a"].shape == (3, 1)
+
+
+def test_drop_path_keeps_or_skips_each_sample_and_is_the_block_at_inference():
+    """Stochastic depth: x + m (y - x) / (1 - p) per sample in training; y at inference."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 3, 4)).astype("float32"), rng.normal(size=(64, 3, 4))
+    y = y.astype("float32")
+    layer = compare._DropPath(0.25, name="dp")
+    np.testing.assert_allclose(np.asarray(layer([x, y], training=False)), y)
+    out = np.asarray(layer([x, y], training=True))
+    kept = np.isclose(out, x + (y - x) / 0.75, atol=1e-5).all(axis=(1, 2))
+    skipped = np.isclose(out, x, atol=1e-6).all(axis=(1, 2))
+    assert np.all(kept ^ skipped) and 0 < kept.sum() < 64  # whole samples, some of each
+    from keras_rankmixer.features import CategoricalFeature
+
+    specs = [CategoricalFeature(f"c{i}", vocabulary_size=5, embedding_dim=4) for i in range(4)]
+    cfg = dict(FAMILY, block="rankmixer", num_layers=2, drop_path=0.5)
+    model = compare.build_family(specs, ["a"], **cfg)
+    assert sum("drop_path" in layer.name for layer in model.layers) == 2
+    tml = compare.build_family(specs, ["a"], **dict(cfg, block="tml", num_heads=1))
+    assert sum("drop_path" in layer.name for layer in tml.layers) == 2
+    with pytest.raises(ValueError, match="drop_path"):
+        compare.build_family(specs, ["a"], **dict(cfg, block="prenorm"))
+
+
+def test_weight_decay_setting_trains_with_adamw_and_spares_the_embeddings(tiny, capsys):
+    _, tmp_path = tiny
+    cfg = dict(FAMILY, weight_decay=0.1)
+    argv = _common(tmp_path) + ["--models", "family", "--config", "family=" + json.dumps(cfg)]
+    assert compare.main(argv) == 0
+    (row,) = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"]
+    assert row["config"]["weight_decay"] == 0.1 and 0 < row["test_a_auc_mean"] <= 1
+    import keras
+
+    # one AdamW step from zero gradients: only the decay moves a weight, and not an embedding
+    opt = compare.make_optimizer(0.1, 0.5)
+    emb = keras.Variable(np.ones(2, "float32"), name="embeddings")
+    kernel = keras.Variable(np.ones(2, "float32"), name="kernel")
+    opt.apply_gradients([(np.zeros(2, "float32"), emb), (np.zeros(2, "float32"), kernel)])
+    np.testing.assert_allclose(np.asarray(emb), 1.0)
+    np.testing.assert_allclose(np.asarray(kernel), 1.0 - 0.1 * 0.5, rtol=1e-6)
