@@ -15,8 +15,9 @@ the embedding tables, and, under `--tune`, the same number of configs.
   training split and reports validation AUC only: the test split is never read (the loader is
   not asked for it). Pick the config on validation, then run it with `--seeds N` on test.
 - **Configs**: `--config MODEL=JSON` (repeatable) or `--configs FILE` (`{model: config}`);
-  the keys `embedding_l2` and `tokenizer_l2` of a config are run settings, not builder
-  arguments (so a grid may vary them with the same budget for every model).
+  the keys `embedding_l2`, `tokenizer_l2` and `weight_decay` (AdamW instead of Adam) of a
+  config are run settings, not builder arguments (so a grid may vary them with the same budget
+  for every model).
 - **Models**: `dnn`, `dcnv2`, `rankmixer` and its ablations (`models.baselines.VARIANTS`),
   `family` (the experimental RankMixer-family builder in this file: field or MLP tokenizer,
   post-LN RankMixer blocks or pre-RMSNorm mixing-and-reverting blocks, see `build_family`),
@@ -575,9 +576,10 @@ def run_one(name, config, specs, splits, seed, args, dataset, evaluate_test=True
         # embedding penalty: embeddings / c, projection * c)
         model.get_layer("tokenizer").kernel.regularizer = keras.regularizers.L2(tokenizer_l2)
     stats = count_model(model)
-    # The package's ranking defaults (Adam, binary cross-entropy per task) for every model,
-    # a Ranker or the plain models of `build_family`; no Keras metrics: the exact AUC is
-    # computed on the whole split after each epoch (`training_callbacks`).
+    # The package's ranking defaults (Adam, or AdamW with a config's `weight_decay`; binary
+    # cross-entropy per task) for every model, a Ranker or the plain models of `build_family`;
+    # no Keras metrics: the exact AUC is computed on the whole split after each epoch
+    # (`training_callbacks`).
     weight_decay = config.get("weight_decay", 0.0)
     model.compile(
         **ranking_compile_arguments(
@@ -657,6 +659,8 @@ def run_one(name, config, specs, splits, seed, args, dataset, evaluate_test=True
     }
     if tokenizer_l2:
         result["settings"]["tokenizer_l2"] = tokenizer_l2
+    if weight_decay:
+        result["settings"]["weight_decay"] = weight_decay
     print(f"[compare] {json.dumps(result)}", flush=True)
     return result
 
@@ -672,6 +676,8 @@ def _settings_tag(r):
     """The regularisation settings a run differs by (results of several sweeps side by side)."""
     s = r.get("settings", {})
     tag = f" l2={s.get('embedding_l2', 0.0):g}"
+    if s.get("weight_decay"):
+        tag += f" weight_decay={s['weight_decay']:g}"
     if not _is_baseline(r["model"]):  # no tokenizer; the baselines' dropout is in their config
         if s.get("tokenizer_l2"):
             tag += f" tokenizer_l2={s['tokenizer_l2']:g}"
@@ -874,7 +880,8 @@ def parse_args(argv=None):
         action="append",
         default=[],
         metavar="MODEL=JSON",
-        help="a model's config (builder kwargs, plus embedding_l2/tokenizer_l2); repeatable",
+        help="a model's config (builder kwargs, plus embedding_l2/tokenizer_l2/weight_decay); "
+        "repeatable",
     )
     p.add_argument("--configs", default=None, help="JSON file {model: config}")
     p.add_argument(

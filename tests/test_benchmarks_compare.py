@@ -244,6 +244,11 @@ def test_weight_decay_setting_trains_with_adamw_and_spares_the_embeddings(tiny, 
     assert compare.main(argv) == 0
     (row,) = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"]
     assert row["config"]["weight_decay"] == 0.1 and 0 < row["test_a_auc_mean"] <= 1
+    assert "weight_decay=0.1" in row["settings"]
+    # a run without weight decay is a separate row of the summary, not another seed of it
+    (run,) = compare._load_results([str(tmp_path / "out" / "results.jsonl")])
+    plain = dict(run, config=dict(FAMILY), settings=dict(run["settings"], weight_decay=0))
+    assert len(compare.summarize([run, plain])) == 2
     import keras
 
     # one AdamW step from zero gradients: only the decay moves a weight, and not an embedding
