@@ -209,6 +209,7 @@ def build_family(
     final_norm: bool = False,
     pooling: str = "flatten",
     embedding_skip: bool = False,
+    token_skip: bool = False,
     fusion: str | None = None,
     fusion_heads: int = 10,
     stream_2_units=None,
@@ -246,6 +247,8 @@ def build_family(
       does to the tokenizer's output).
     - `embedding_skip`: the towers also see the concatenated embeddings (a deep stream beside
       the token stream, as DCNv2's parallel MLP sits beside its cross layers).
+    - `token_skip`: the towers also see the tokenizer's tokens, flattened, beside the blocks'
+      output (the blocks in parallel with an L=0 read-out instead of in series before it).
     - `fusion="bilinear"`: FinalMLP's two-stream head (Mao et al., AAAI 2023) without its
       feature gating: stream 1 is the tower MLP on the tokens, stream 2 the same MLP on the
       concatenated embeddings, and each task's logit is `w1.o1 + w2.o2 + sum_h o1_h W_h o2_h
@@ -274,6 +277,8 @@ def build_family(
 
     if block not in ("rankmixer", "prenorm", "revert", "tml"):
         raise ValueError(f"`block` must be rankmixer, prenorm, revert or tml, got {block!r}.")
+    if token_skip and pooling != "flatten":
+        raise ValueError("`token_skip` needs `pooling='flatten'`.")
     if feature_gating is not None and fusion != "bilinear":
         raise ValueError("`feature_gating` needs `fusion='bilinear'` (FinalMLP's two streams).")
     inputs = build_inputs(features)
@@ -349,6 +354,7 @@ def build_family(
 
     if drop_path and block not in ("rankmixer", "tml"):
         raise ValueError("`drop_path` works with the rankmixer and tml blocks.")
+    tokens = x
     for i in range(num_layers):
         if block == "rankmixer":
             y = RankMixerBlock(hidden_ratio=hidden_ratio, dropout=dropout, name=f"block_{i}")(x)
@@ -379,6 +385,9 @@ def build_family(
         pooled = keras.layers.Flatten(name="flatten_tokens")(x)
     else:
         pooled = keras.layers.GlobalAveragePooling1D(name="mean_pool")(x)
+    if token_skip:
+        skip = keras.layers.Flatten(name="flatten_skip_tokens")(tokens)
+        pooled = keras.layers.Concatenate(name="tokens_and_blocks")([skip, pooled])
     if embedding_skip:
         flat = groups[0] if len(groups) == 1 else keras.layers.Concatenate(name="skip")(groups)
         pooled = keras.layers.Concatenate(name="tokens_and_embeddings")([pooled, flat])

@@ -258,3 +258,20 @@ def test_weight_decay_setting_trains_with_adamw_and_spares_the_embeddings(tiny, 
     opt.apply_gradients([(np.zeros(2, "float32"), emb), (np.zeros(2, "float32"), kernel)])
     np.testing.assert_allclose(np.asarray(emb), 1.0)
     np.testing.assert_allclose(np.asarray(kernel), 1.0 - 0.1 * 0.5, rtol=1e-6)
+
+
+def test_token_skip_gives_the_tower_the_tokens_beside_the_blocks():
+    from keras_rankmixer.features import CategoricalFeature
+
+    specs = [CategoricalFeature(f"c{i}", vocabulary_size=5, embedding_dim=4) for i in range(4)]
+    cfg = dict(FAMILY, block="rankmixer", num_layers=1)
+    plain = compare.build_family(specs, ["a"], **cfg)
+    skip = compare.build_family(specs, ["a"], **dict(cfg, token_skip=True))
+    width = plain.get_layer("flatten_tokens").output.shape[-1]
+    assert skip.get_layer("tokens_and_blocks").output.shape[-1] == 2 * width
+    # the skipped tokens are the tokenizer's output itself, before any block
+    assert skip.get_layer("flatten_skip_tokens").input is skip.get_layer("tokens").output
+    x = {f"c{i}": np.array([1, 2, 3]) for i in range(4)}
+    assert skip(x)["a"].shape == (3, 1)
+    with pytest.raises(ValueError, match="token_skip"):
+        compare.build_family(specs, ["a"], **dict(cfg, token_skip=True, pooling="mean"))
