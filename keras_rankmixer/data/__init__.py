@@ -17,7 +17,7 @@ from keras_rankmixer.data.datasets import (
     prepare_census,  # noqa: F401
 )
 from keras_rankmixer.data.options import ReadOptions
-from keras_rankmixer.data.pipeline import make_dataset
+from keras_rankmixer.data.pipeline import make_dataset, repeat_epochs
 from keras_rankmixer.data.schema import (
     HASH_SPACE,
     DataError,
@@ -48,4 +48,5 @@ __all__ = [
     "make_click_data",
     "make_dataset",
     "read_arrays",
+    "repeat_epochs",
 ]

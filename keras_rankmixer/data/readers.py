@@ -9,7 +9,7 @@ Everything public is importable from `keras_rankmixer.data`. Where each name mov
 - `keras_rankmixer.data.sources`: `list_files`, `detect_format`, `read_arrays`,
   `check_files`, the CSV/TSV, Parquet and TFRecord chunk iterators (`_check_example`,
   `_FORMATS`).
-- `keras_rankmixer.data.pipeline`: `make_dataset` (the `tf.data` stream).
+- `keras_rankmixer.data.pipeline`: `make_dataset` (the `tf.data` stream), `repeat_epochs`.
 - `keras_rankmixer.data.datasets`: `FRAPPE_COLUMNS`, `CRITEO_COLUMNS`, `frappe_features`,
   `criteo_features` (beside the Census schema).
 
@@ -30,7 +30,7 @@ from keras_rankmixer.data.datasets import (
     frappe_features,
 )
 from keras_rankmixer.data.options import ReadOptions
-from keras_rankmixer.data.pipeline import make_dataset
+from keras_rankmixer.data.pipeline import make_dataset, repeat_epochs
 from keras_rankmixer.data.schema import (
     _MISSING_TEXT,
     HASH_SPACE,

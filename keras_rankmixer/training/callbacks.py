@@ -13,12 +13,14 @@ logs them as `val_auc_exact` / `val_logloss_exact`, which early stopping monitor
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 
 import keras
 import numpy as np
 
+from keras_rankmixer.layers._checks import check_positive
 from keras_rankmixer.training.metrics import logloss, predict_with_labels, roc_auc
 from keras_rankmixer.training.run_dir import (
     BACKUP_DIR,
@@ -39,15 +41,29 @@ class ExactAUC(keras.callbacks.Callback):
     logged as `val_<task>_auc_exact`).
     """
 
-    def __init__(self, validation_data, batch_size: int = 8192) -> None:
+    def __init__(
+        self, validation_data, batch_size: int = 8192, validation_steps: int | None = None
+    ) -> None:
         super().__init__()
+        check_positive("validation_steps", validation_steps, allow_none=True, integer=True)
         self.validation_data = validation_data
         self.batch_size = batch_size
+        self.validation_steps = validation_steps
+        self._iterator = None
+
+    def _batches(self):
+        """The validation data of one epoch: with `validation_steps` (a repeating dataset,
+        `data.repeat_epochs`), that many batches of one iterator kept across epochs."""
+        if self.validation_steps is None:
+            return self.validation_data
+        if self._iterator is None:
+            self._iterator = iter(self.validation_data)
+        return itertools.islice(self._iterator, self.validation_steps)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is None:
             return
-        labels, preds = predict_with_labels(self.model, self.validation_data, self.batch_size)
+        labels, preds = predict_with_labels(self.model, self._batches(), self.batch_size)
         aucs, losses = [], []
         for task in labels:
             auc = roc_auc(labels[task], preds[task])
@@ -139,6 +155,7 @@ def training_callbacks(
     monitor: str = "val_auc_exact",
     patience: int | None = 2,
     reduce_lr_on_plateau: bool = False,
+    validation_steps: int | None = None,
     resume: bool = True,
     plot: bool = True,
     min_delta: float = 1e-4,
@@ -157,6 +174,8 @@ def training_callbacks(
         patience: Early-stopping patience in epochs (None: no early stopping).
         reduce_lr_on_plateau: Divide the learning rate by 10 when `monitor` does not improve
             (as FuxiCTR/BARS do).
+        validation_steps: With a repeating validation dataset (`data.repeat_epochs`), its
+            batches per pass: each epoch scores that many through one iterator.
         resume: Add `BackupAndRestore(run_dir/backup)`.
         plot: Redraw `curves.png` after every epoch.
         min_delta: The smallest change of `monitor` that counts as an improvement, for early
@@ -174,7 +193,7 @@ def training_callbacks(
     callbacks: list[keras.callbacks.Callback] = []
     mode = "min" if "loss" in monitor else "max"
     if validation_data is not None:
-        callbacks.append(ExactAUC(validation_data))
+        callbacks.append(ExactAUC(validation_data, validation_steps=validation_steps))
         if reduce_lr_on_plateau:
             callbacks.append(
                 keras.callbacks.ReduceLROnPlateau(

@@ -95,3 +95,39 @@ def test_dataset_keeps_the_data_error_that_tf_data_wraps(tmp_path):
             pass
     assert len(ds.errors) == 1 and isinstance(ds.errors[0], DataError)
     assert "late.csv, line 42, column 'user': not an integer id" in str(ds.errors[0])
+
+
+@pytest.mark.parametrize("engine", ["python", "native"])
+def test_repeat_epochs_gives_each_epoch_the_batches_of_a_new_iterator(tmp_path, engine):
+    """`repeat_epochs`: pass k of one iterator = epoch k of a new iterator per epoch, batch for
+    batch (shuffled differently every pass), each pass ending with its partial batch."""
+    from keras_rankmixer.data import repeat_epochs
+    from keras_rankmixer.data.native import make_native_dataset
+
+    make = make_native_dataset if engine == "native" else make_dataset
+    rows = "".join(f"{i % 2},{i}\n" for i in range(50))
+    path = write(tmp_path, "a.csv", "label,user\n" + rows)
+    spec = [CategoricalFeature("user", vocabulary_size=100)]
+
+    def build():
+        return make(path, spec, batch_size=8, shuffle=True, seed=5, chunk_rows=16)
+
+    fresh = build()
+    epochs = [[x["user"].numpy() for x, _ in fresh] for _ in range(3)]
+    ds = build()
+    repeated, steps = repeat_epochs(ds, 50, 8)
+    assert steps == 7 and [len(b) for b in epochs[0]] == [8] * 6 + [2]
+    it = iter(repeated)
+    passes = [[next(it)[0]["user"].numpy() for _ in range(steps)] for _ in range(3)]
+    for want, got in zip(epochs, passes, strict=True):
+        assert len(want) == len(got)
+        for a, b in zip(want, got, strict=True):
+            np.testing.assert_array_equal(a, b)
+        assert sorted(np.concatenate(got).tolist()) == list(range(50))
+    assert not np.array_equal(np.concatenate(passes[0]), np.concatenate(passes[1]))
+    assert repeated.report is ds.report and repeated.errors is ds.errors
+    assert repeated.files == ds.files and getattr(repeated, "engine", None) == getattr(
+        ds, "engine", None
+    )
+    with pytest.raises(ValueError, match="rows"):
+        repeat_epochs(ds, 0, 8)
