@@ -335,7 +335,12 @@ def raise_data_error(error: BaseException, *datasets) -> None:
 
 
 def load_data(config: dict) -> dict:
-    """Specs and splits: {"specs", "train", "valid", "test", "rows"}; arrays or datasets."""
+    """Specs and splits: {"specs", "train", "valid", "test", "rows"}; arrays or datasets.
+
+    For files also "steps" and "reports": the train (one process) and valid datasets repeat
+    (`data.repeat_epochs`), "steps" gives their batches per pass and "reports" their check
+    pass's `ReadReport` (one exact pass).
+    """
     from keras_rankmixer.data import (
         adapt_vocabularies,
         make_click_data,
