@@ -171,7 +171,10 @@ def repeat_epochs(dataset, rows: int, batch_size: int):
     once instead of every epoch (Keras keeps a `steps_per_epoch` iterator across epochs).
     `rows` must be the rows of one pass (the report of a check pass, `report.rows_kept`); the
     dataset's `report`, `files`, `errors` and `engine` carry over (the report stays
-    cumulative over passes).
+    cumulative over passes). Pair it with `ExactAUC(..., validation_steps=steps)` for a
+    validation split. Measured (benchmarks/RESULTS.md, fourth session of 2026-12-07): later
+    epochs faster, but `fit` sometimes stalls ~20 s on return, where it drops the iterator
+    mid-stream (cause not found), so `rankmixer train` does not use it.
 
     Args:
         dataset: A `make_dataset` or `make_native_dataset` dataset, not repeating.

@@ -131,3 +131,32 @@ def test_repeat_epochs_gives_each_epoch_the_batches_of_a_new_iterator(tmp_path, 
     )
     with pytest.raises(ValueError, match="rows"):
         repeat_epochs(ds, 0, 8)
+
+
+def test_exact_auc_reads_a_repeating_dataset_one_pass_per_epoch(tmp_path):
+    """`ExactAUC(validation_steps=...)` over `repeat_epochs`' dataset scores each epoch on the
+    same rows as a new iterator would (the same AUC and logloss every epoch)."""
+    from keras_rankmixer.data import repeat_epochs
+    from keras_rankmixer.data.native import make_native_dataset
+    from keras_rankmixer.models import build_rankmixer
+    from keras_rankmixer.training.callbacks import ExactAUC
+
+    rng = np.random.default_rng(0)
+    rows = "".join(f"{int(rng.random() < 0.4)},{rng.integers(0, 20)}\n" for _ in range(90))
+    path = write(tmp_path, "v.csv", "click,user\n" + rows)
+    spec = [CategoricalFeature("user", vocabulary_size=20, embedding_dim=4)]
+    model = build_rankmixer(spec, 2, 4, 1)
+    plain = make_native_dataset(path, spec, ["click"], batch_size=16)
+    repeated, steps = repeat_epochs(
+        make_native_dataset(path, spec, ["click"], batch_size=16), 90, 16
+    )
+    with pytest.raises(ValueError, match="validation_steps"):
+        ExactAUC(repeated, validation_steps=0)
+    scores = []
+    for cb in (ExactAUC(plain), ExactAUC(repeated, validation_steps=steps)):
+        cb.set_model(model)
+        for epoch in range(3):
+            logs = {}
+            cb.on_epoch_end(epoch, logs)
+            scores.append((logs["val_auc_exact"], logs["val_logloss_exact"]))
+    assert 0 < scores[0][0] < 1 and len(set(scores)) == 1
