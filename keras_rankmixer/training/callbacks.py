@@ -58,7 +58,19 @@ class ExactAUC(keras.callbacks.Callback):
             return self.validation_data
         if self._iterator is None:
             self._iterator = iter(self.validation_data)
-        return itertools.islice(self._iterator, self.validation_steps)
+        return self._take(self._iterator, self.validation_steps)
+
+    @staticmethod
+    def _take(iterator, steps: int):
+        n = 0
+        for batch in itertools.islice(iterator, steps):
+            n += 1
+            yield batch
+        if n < steps:
+            raise ValueError(
+                f"`validation_steps={steps}`, but the validation data gave {n} batch(es) this "
+                "epoch: pass a repeating dataset (`keras_rankmixer.data.repeat_epochs`)."
+            )
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is None:

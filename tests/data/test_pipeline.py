@@ -160,3 +160,9 @@ def test_exact_auc_reads_a_repeating_dataset_one_pass_per_epoch(tmp_path):
             cb.on_epoch_end(epoch, logs)
             scores.append((logs["val_auc_exact"], logs["val_logloss_exact"]))
     assert 0 < scores[0][0] < 1 and len(set(scores)) == 1
+    # a dataset that does not repeat runs out: a clear error, not an AUC of fewer rows
+    short = ExactAUC(plain, validation_steps=steps)
+    short.set_model(model)
+    short.on_epoch_end(0, {})
+    with pytest.raises(ValueError, match="gave 0 batch.*repeat_epochs"):
+        short.on_epoch_end(1, {})
