@@ -67,6 +67,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=1,
                    help="read each file this many times through one iterator per timed pass "
                         "(a file N times as long: the per-pass set-up paid once)")  # fmt: skip
+    p.add_argument(
+        "--autotune",
+        choices=("on", "off"),
+        default="off",
+        help="tf.data's autotuning model (the readers' default: off)",
+    )
     p.add_argument("--real", action="store_true", help="also the files in ../shared/data")
     p.add_argument("--preset", default="tiny", help="model of the training-step column")
     p.add_argument("--train-steps", type=int, default=20, help="steps per timed block")
@@ -155,17 +161,17 @@ def real_files(tmp):
 # ----------------------------------------------------------------------------- timing
 
 
-def make(engine, path, specs, labels, batch_size, threads, block_rows, repeat=1):
+def make(engine, path, specs, labels, batch_size, threads, block_rows, repeat=1, autotune=False):
     import tensorflow as tf
 
     from keras_rankmixer.data import make_dataset
     from keras_rankmixer.data.native import make_native_dataset
 
     if engine == "native":
-        ds = make_native_dataset(path, specs, labels, batch_size=batch_size,
+        ds = make_native_dataset(path, specs, labels, batch_size=batch_size, autotune=autotune,
                                  num_threads=threads, block_rows=block_rows)  # fmt: skip
     else:
-        ds = make_dataset(path, specs, labels, batch_size=batch_size)
+        ds = make_dataset(path, specs, labels, batch_size=batch_size, autotune=autotune)
         options = tf.data.Options()
         options.threading.private_threadpool_size = threads
         ds = ds.with_options(options)
@@ -243,7 +249,7 @@ def _run(args, tmp) -> dict:
             train = trains[key]
         for threads in args.threads:
             datasets = {e: make(e, path, specs, labels, args.batch_size, threads,
-                                args.block_rows, args.repeat)
+                                args.block_rows, args.repeat, args.autotune == "on")
                         for e in args.engines}  # fmt: skip
             for ds in datasets.values():  # warm-up: tracing, file cache
                 next(iter(ds))

@@ -457,6 +457,7 @@ def make_native_dataset(
     num_parallel_reads: int | None = None,
     num_threads: int | None = None,
     deterministic: bool = True,
+    autotune: bool = False,
     options: ReadOptions | None = None,
     **keywords: Any,
 ):
@@ -483,6 +484,9 @@ def make_native_dataset(
         num_threads: Size of the dataset's private thread pool (None: TF's default, all
             cores).
         deterministic: Keep the block order under parallel parsing (default True).
+        autotune: Turn on tf.data's autotuning model. Off by default
+            (`pipeline.reader_options` says why): the parallel calls are then the thread
+            pool's size.
 
     Returns:
         A `tf.data.Dataset` of `(features dict, labels dict)` with `report` (a `ReadReport`),
@@ -502,7 +506,7 @@ def make_native_dataset(
     kwargs = dict(
         batch_size=batch_size, shuffle=shuffle, seed=seed, repeat=repeat,
         drop_remainder=drop_remainder, cache=cache, shuffle_chunks=shuffle_chunks,
-        options=options,
+        autotune=autotune, options=options,
     )  # fmt: skip
     for name, value in (("batch_size", batch_size), ("shuffle_chunks", shuffle_chunks),
                         ("chunk_rows", chunk_rows), ("block_rows", block_rows)):  # fmt: skip
@@ -926,7 +930,7 @@ def make_native_dataset(
                 .map(_plain(lambda k, recs: (recs, i, k * block_rows, tf.constant(False))))
             )
 
-    autotune = tf.data.AUTOTUNE
+    auto = tf.data.AUTOTUNE
     if not active:
         empty = {k: np.zeros((0,) + tuple(s.shape[1:]), s.dtype.as_numpy_dtype)
                  for k, s in feature_spec.items()}  # fmt: skip
@@ -944,15 +948,13 @@ def make_native_dataset(
             _plain(blocks_of),
             cycle_length=reads,
             block_length=1,
-            **(
-                {} if reads == 1 else dict(num_parallel_calls=autotune, deterministic=deterministic)
-            ),
+            **({} if reads == 1 else dict(num_parallel_calls=auto, deterministic=deterministic)),
         )
 
         def parse(lines, file_index, first, bom):
             return report_and_keep(*core(lines, file_index, first, bom))
 
-        ds = ds.map(_plain(parse), num_parallel_calls=num_parallel_calls or autotune,
+        ds = ds.map(_plain(parse), num_parallel_calls=num_parallel_calls or auto,
                     deterministic=deterministic)  # fmt: skip
     if shuffle:
         ds = ds.rebatch(shuffle_chunks * chunk_rows)
@@ -967,16 +969,13 @@ def make_native_dataset(
             return ({k: tf.gather(v, order) for k, v in feats.items()},
                     {k: tf.gather(v, order) for k, v in labels.items()})  # fmt: skip
 
-        ds = tf.data.Dataset.zip(ds, noise).map(_plain(permute), num_parallel_calls=autotune)
+        ds = tf.data.Dataset.zip(ds, noise).map(_plain(permute), num_parallel_calls=auto)
     if cache:
         ds = ds.cache()
     if repeat:
         ds = ds.repeat()
-    ds = ds.rebatch(batch_size, drop_remainder=drop_remainder).prefetch(autotune)
-    if num_threads:
-        options = tf.data.Options()
-        options.threading.private_threadpool_size = num_threads
-        ds = ds.with_options(options)
+    ds = ds.rebatch(batch_size, drop_remainder=drop_remainder).prefetch(auto)
+    ds = ds.with_options(pipeline.reader_options(autotune=autotune, num_threads=num_threads))
     ds.report = tracker.report
     ds.files = files
     ds.errors = tracker.errors
@@ -1017,5 +1016,5 @@ def check_native_files(paths, specs, label_columns=("label",), **kwargs) -> Read
 def _python_kwargs(kwargs):
     drop = {"batch_size", "shuffle", "seed", "repeat", "drop_remainder", "cache",
             "shuffle_chunks", "block_rows", "num_parallel_calls", "num_parallel_reads",
-            "num_threads", "deterministic"}  # fmt: skip
+            "num_threads", "deterministic", "autotune"}  # fmt: skip
     return {k: v for k, v in kwargs.items() if k not in drop}

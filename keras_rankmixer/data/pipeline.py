@@ -41,6 +41,7 @@ def make_dataset(
     drop_remainder: bool = False,
     cache: bool = False,
     shuffle_chunks: int = 1,
+    autotune: bool = False,
     options: ReadOptions | None = None,
     **keywords: Any,
 ):
@@ -68,6 +69,8 @@ def make_dataset(
         repeat: Repeat forever.
         drop_remainder: Drop the last partial batch (static batch shapes).
         cache: Cache the converted rows in memory after the first pass.
+        autotune: Turn on tf.data's autotuning model (`tf.data.Options().autotune`). Off by
+            default: see `reader_options`.
 
     Returns:
         A `tf.data.Dataset`.
@@ -150,10 +153,40 @@ def make_dataset(
     if repeat:
         ds = ds.repeat()
     ds = ds.rebatch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+    ds = ds.with_options(reader_options(autotune=autotune))
     ds.report = report
     ds.files = files
     ds.errors = errors
     return ds
+
+
+def reader_options(*, autotune: bool = False, num_threads: int | None = None):
+    """The `tf.data.Options` both readers set on their datasets.
+
+    tf.data's autotuning model is off unless `autotune`: in TF 2.21 its thread (one per
+    iterator) sleeps between rounds for a period that doubles up to a minute, and deleting
+    the iterator waits for that sleep to end. Measured (benchmarks/RESULTS.md, 2026-12-08):
+    an iterator read for 45 s took 37 s to delete, and `fit` stalled 20-35 s on return in
+    several `rankmixer train` runs. Without the model, `AUTOTUNE` parallelism is the
+    thread pool's size (the cores, at most 16) and `prefetch(AUTOTUNE)` keeps its own
+    buffer tuning.
+
+    Args:
+        autotune: Turn on the autotuning model.
+        num_threads: Size of the dataset's private thread pool (None: TF's default).
+
+    Example:
+
+    >>> reader_options().autotune.enabled
+    False
+    """
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = bool(autotune)
+    if num_threads:
+        options.threading.private_threadpool_size = num_threads
+    return options
 
 
 #: What `make_dataset` / `make_native_dataset` attach to their datasets.

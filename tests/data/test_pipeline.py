@@ -166,3 +166,25 @@ def test_exact_auc_reads_a_repeating_dataset_one_pass_per_epoch(tmp_path):
     short.on_epoch_end(0, {})
     with pytest.raises(ValueError, match="gave 0 batch.*repeat_epochs"):
         short.on_epoch_end(1, {})
+
+
+@pytest.mark.parametrize("engine", ["python", "native"])
+def test_readers_turn_off_tf_data_autotuning_unless_asked(tmp_path, engine):
+    # TF 2.21's autotuning thread can hold an iterator's deletion for up to its sleep
+    # period (measured: 37 s after 45 s of reading), so both readers turn the model off by
+    # default; the rows are the same either way, and `autotune=True` turns it back on.
+    from keras_rankmixer.data.native import make_native_dataset
+
+    make = make_native_dataset if engine == "native" else make_dataset
+    path = write(tmp_path, "a.csv", "label,user\n" + "".join(f"{i % 2},{i}\n" for i in range(9)))
+    spec = [CategoricalFeature("user", vocabulary_size=100)]
+    threads = {"num_threads": 2} if engine == "native" else {}
+    off = make(path, spec, batch_size=4, shuffle=True, seed=1, repeat=True, **threads)
+    on = make(path, spec, batch_size=4, shuffle=True, seed=1, repeat=True, autotune=True)
+    assert off.options().autotune.enabled is False
+    assert on.options().autotune.enabled is True
+    if engine == "native":
+        assert off.engine == "native" and off.options().threading.private_threadpool_size == 2
+    rows = [sum((x["user"].numpy().tolist() for x, _ in ds.take(6)), []) for ds in (off, on)]
+    assert rows[0] == rows[1]
+    assert sorted(rows[0][:9]) == list(range(9))  # the first pass: every row once
