@@ -164,8 +164,8 @@ def reader_options(*, autotune: bool = False, num_threads: int | None = None):
     """The `tf.data.Options` both readers set on their datasets.
 
     tf.data's autotuning model is off unless `autotune`: in TF 2.21 its thread (one per
-    iterator) sleeps between rounds for a period that doubles up to a minute, and deleting
-    the iterator waits for that sleep to end. Measured (benchmarks/RESULTS.md, 2026-12-08):
+    iterator) sleeps between rounds for a period that grows with the iterator's age, and
+    deleting the iterator waits for that sleep to end. Measured (benchmarks/RESULTS.md, 2026-12-08):
     an iterator read for 45 s took 37 s to delete, and `fit` stalled 20-35 s on return in
     several `rankmixer train` runs. Without the model, `AUTOTUNE` parallelism is the
     thread pool's size (the cores, at most 16) and `prefetch(AUTOTUNE)` keeps its own
@@ -206,8 +206,9 @@ def repeat_epochs(dataset, rows: int, batch_size: int):
     dataset's `report`, `files`, `errors` and `engine` carry over (the report stays
     cumulative over passes). Pair it with `ExactAUC(..., validation_steps=steps)` for a
     validation split. Measured (benchmarks/RESULTS.md, fourth session of 2026-12-07): later
-    epochs faster, but `fit` sometimes stalls ~20 s on return, where it drops the iterator
-    mid-stream (cause not found), so `rankmixer train` does not use it.
+    epochs faster. `rankmixer train` does not use it: it was taken out for a ~20 s stall
+    of `fit`'s return, later traced to tf.data's autotuning thread (which the readers now
+    turn off, `reader_options`), and not re-measured since.
 
     Args:
         dataset: A `make_dataset` or `make_native_dataset` dataset, not repeating.
