@@ -79,7 +79,9 @@ def config_for(d, run_dir, reader, **more):
     return {**config, **more}
 
 
-def batches(ds) -> list:
+def batches(ds, steps=None) -> list:
+    """The batches of one pass (`steps` of them for a repeating dataset)."""
+    ds = ds if steps is None else ds.take(steps)
     return [
         ({k: v.numpy() for k, v in x.items()}, {k: v.numpy() for k, v in y.items()}) for x, y in ds
     ]
@@ -100,13 +102,20 @@ def test_default_is_native_and_both_readers_stream_the_same_batches(data_dir, tm
         assert nat[split].engine == "native", split  # no silent fallback for CSV
         assert not hasattr(py[split], "engine"), split
     assert nat["rows"] == py["rows"] == {"train": 300, "valid": 120, "test": 150}
+    # train and valid repeat, one pass per epoch through one iterator (`repeat_epochs`)
+    assert nat["steps"] == py["steps"] == {"train": 10, "valid": 4}  # ceil(rows / 32)
+    assert sorted(nat["reports"]) == sorted(py["reports"]) == ["train", "valid"]
+    for split in ("train", "valid"):
+        a, b = nat["reports"][split].to_dict(), py["reports"][split].to_dict()
+        assert a == b and a["rows_read"] == nat["rows"][split], split  # the check passes
     # the statistics pass is the Python reader's either way: the same adapted specs
     assert [feature_to_config(s) for s in nat["specs"]] == [
         feature_to_config(s) for s in py["specs"]
     ]
     # valid / test are not shuffled: batch for batch the same arrays (dtypes included)
     for split in ("valid", "test"):
-        a, b = batches(nat[split]), batches(py[split])
+        steps = nat["steps"].get(split)
+        a, b = batches(nat[split], steps), batches(py[split], steps)
         assert len(a) == len(b) == -(-{"valid": 120, "test": 150}[split] // 32)
         for (xa, ya), (xb, yb) in zip(a, b, strict=True):
             assert xa.keys() == xb.keys() and ya.keys() == yb.keys()
@@ -115,10 +124,11 @@ def test_default_is_native_and_both_readers_stream_the_same_batches(data_dir, tm
                 np.testing.assert_array_equal(xa[k], xb[k], err_msg=f"{split} {k}")
             for k in ya:
                 np.testing.assert_array_equal(ya[k], yb[k], err_msg=f"{split} {k}")
-        assert nat[split].report.to_dict() == py[split].report.to_dict(), split
+        if steps is None:  # a repeating dataset's report also counts what it read ahead
+            assert nat[split].report.to_dict() == py[split].report.to_dict(), split
     # train is shuffled (by TF's RNG in the native reader, NumPy's in the Python one): the same
     # rows as a multiset, in another order
-    a, b = batches(nat["train"]), batches(py["train"])
+    a, b = batches(nat["train"], 10), batches(py["train"], 10)
     for k in ("user", "city", "hist"):
         va = np.concatenate([x[k] for x, _ in a]).reshape(300, -1).astype(str)
         vb = np.concatenate([x[k] for x, _ in b]).reshape(300, -1).astype(str)
@@ -145,7 +155,7 @@ def test_runs_with_either_reader_count_the_same_rows_and_score_a_model_the_same(
     for split in ("train", "valid", "test"):
         a, b = metrics["native"][f"{split}_data"], metrics["python"][f"{split}_data"]
         assert a == b, split  # rows read / kept, missing and truncated cells, skipped
-    assert metrics["native"]["train_data"]["rows_read"] == 2 * 300  # two epochs, cumulative
+    assert metrics["native"]["train_data"]["rows_read"] == 300  # one pass: the check's report
     assert metrics["native"]["test_data"]["rows_kept"] == 150
     assert metrics["native"]["train_data"]["truncated"]["hist"] > 0  # the case is exercised
     with open(tmp_path / "native" / "config.json") as f:
@@ -344,3 +354,43 @@ def test_reader_flag_and_config_key_reach_the_config(tmp_path, capsys):
     assert not run_dir.exists()
     with pytest.raises(ValueError, match="got reader='arrow'"):
         runner.evaluate_run(str(tmp_path), data=["x.csv"], reader="arrow")
+
+
+def test_runs_read_train_and_valid_through_one_iterator_each(data_dir, tmp_path, monkeypatch):
+    """`fit` gets the repeating train dataset with `steps_per_epoch` = batches per pass, and
+    the exact validation AUC of a repeating valid dataset read `validation_steps` batches at a
+    time equals the AUC of a new iterator each epoch."""
+    import keras
+
+    from keras_rankmixer.data import repeat_epochs
+    from keras_rankmixer.training.callbacks import ExactAUC
+
+    seen = {}
+    fit = keras.Model.fit
+
+    def spy(self, *args, **kwargs):
+        seen.update(kwargs)
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", spy)
+    config = config_for(data_dir, tmp_path / "run", "native")
+    runner.build_and_train(config, log=lambda *a, **k: None)
+    assert seen["steps_per_epoch"] == 10 and seen["x"].engine == "native"  # ceil(300 / 32)
+    config = runner.check_config(config)
+    data = runner.load_data(config)
+    model = keras.saving.load_model(os.path.join(tmp_path, "run", "model.keras"))
+    plain = native.make_native_dataset(
+        [str(data_dir / "valid.csv")], data["specs"], ["label"], batch_size=32
+    )
+    repeated, steps = repeat_epochs(plain, 120, 32)
+    with pytest.raises(ValueError, match="validation_steps"):
+        ExactAUC(repeated, validation_steps=0)
+    callbacks = [ExactAUC(plain), ExactAUC(repeated, validation_steps=steps)]
+    logs = [{}, {}]
+    for cb, log in zip(callbacks, logs, strict=True):
+        cb.set_model(model)
+        for epoch in range(2):
+            cb.on_epoch_end(epoch, log)
+            assert 0 < log["val_auc_exact"] < 1
+            log[epoch] = (log["val_auc_exact"], log["val_logloss_exact"])
+    assert logs[0][0] == logs[1][0] == logs[1][1]

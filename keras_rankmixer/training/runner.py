@@ -335,8 +335,18 @@ def raise_data_error(error: BaseException, *datasets) -> None:
 
 
 def load_data(config: dict) -> dict:
-    """Specs and splits: {"specs", "train", "valid", "test", "rows"}; arrays or datasets."""
-    from keras_rankmixer.data import adapt_vocabularies, make_click_data, read_arrays
+    """Specs and splits: {"specs", "train", "valid", "test", "rows"}; arrays or datasets.
+
+    For files also "steps" and "reports": the train (one process) and valid datasets repeat
+    (`data.repeat_epochs`), "steps" gives their batches per pass and "reports" their check
+    pass's `ReadReport` (one exact pass).
+    """
+    from keras_rankmixer.data import (
+        adapt_vocabularies,
+        make_click_data,
+        read_arrays,
+        repeat_epochs,
+    )
     from keras_rankmixer.features import adapt_features
 
     if not config["train"]:
@@ -379,11 +389,16 @@ def load_data(config: dict) -> dict:
             report = check_files(config[split], specs, config["labels"], options=options[split])
             require_rows(split, config[split], report)
             checked[split] = report
-    out = {"specs": specs, "rows": {k: v.rows_kept for k, v in checked.items()}}
+    out = {
+        "specs": specs,
+        "rows": {k: v.rows_kept for k, v in checked.items()},
+        "reports": {},  # the check pass's report of each repeating split: one exact pass
+        "steps": {},
+    }
     for split in ("train", "valid", "test"):
         if config[split]:
             train = split == "train"
-            out[split] = make_dataset(
+            ds = make_dataset(
                 config[split],
                 specs,
                 config["labels"],
@@ -393,6 +408,16 @@ def load_data(config: dict) -> dict:
                 seed=config["seed"],
                 options=options[split],
             )
+            # Train and valid are read once per epoch: through one iterator kept across
+            # epochs (same batches), so the iterator's set-up is paid once, not every epoch.
+            # A training shard of a multi-process run keeps the old per-epoch iterator (its
+            # row count differs from other processes').
+            if split == "valid" or (train and options["train"].num_shards == 1):
+                ds, out["steps"][split] = repeat_epochs(
+                    ds, checked[split].rows_kept, config["batch_size"]
+                )
+                out["reports"][split] = checked[split]
+            out[split] = ds
     return out
 
 
@@ -617,6 +642,7 @@ def build_and_train(
         + training_callbacks(
             run_dir,
             data.get("valid"),
+            validation_steps=data.get("steps", {}).get("valid"),
             patience=config["patience"] or None,
             reduce_lr_on_plateau=config["reduce_lr_on_plateau"],
         )
@@ -627,6 +653,8 @@ def build_and_train(
         verbose = 1 if sys.stdout.isatty() else 2
     train = data["train"]
     fit_kwargs: dict[str, Any] = {"x": train}
+    if "train" in data.get("steps", {}):
+        fit_kwargs["steps_per_epoch"] = data["steps"]["train"]
     if isinstance(train, tuple):
         fit_kwargs = {
             "x": train[0],
@@ -677,7 +705,10 @@ def build_and_train(
     for split, part in data.get("oracle", {}).items():
         metrics[f"{split}_oracle_auc"] = roc_auc(part.labels["click"], part.probabilities["click"])
     for split in ("train", "valid", "test"):
-        report = getattr(data.get(split), "report", None)
+        # A repeating split: the check pass's report, one exact pass (its iterator reads
+        # ahead); otherwise the dataset's own, cumulative over epochs (a multi-process
+        # run's training shard).
+        report = data.get("reports", {}).get(split) or getattr(data.get(split), "report", None)
         if report is not None:
             metrics[f"{split}_data"] = report.to_dict()  # with the first 20 examples
     metrics["model_path"] = os.path.join(run_dir, files.MODEL_FILE)
