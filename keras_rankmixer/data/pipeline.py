@@ -165,11 +165,11 @@ def reader_options(*, autotune: bool = False, num_threads: int | None = None):
 
     tf.data's autotuning model is off unless `autotune`: in TF 2.21 its thread (one per
     iterator) sleeps between rounds for a period that grows with the iterator's age, and
-    deleting the iterator waits for that sleep to end. Measured (benchmarks/RESULTS.md, 2026-12-08):
-    an iterator read for 45 s took 37 s to delete, and `fit` stalled 20-35 s on return in
-    several `rankmixer train` runs. Without the model, `AUTOTUNE` parallelism is the
-    thread pool's size (the cores, at most 16) and `prefetch(AUTOTUNE)` keeps its own
-    buffer tuning.
+    deleting the iterator waits for that sleep to end. Measured (benchmarks/RESULTS.md,
+    session of 2026-12-08): an iterator read for 45 s took 37 s to delete, and `fit`
+    stalled 16-35 s on return in several `rankmixer train` runs. Without the model,
+    `AUTOTUNE` parallelism is the thread pool's size (the cores, at most 16) and
+    `prefetch(AUTOTUNE)` keeps its own buffer tuning.
 
     Args:
         autotune: Turn on the autotuning model.
